@@ -6,6 +6,12 @@ import sys
 from typing import List, Optional
 
 import pytest
+import torch
+
+# Without a GPU the Triton kernels run in Triton's interpreter on CPU tensors; it is chosen
+# when a kernel is defined, so it must be set before m3i_mm's Triton module is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TEST_CONFIGS = osp.join(REPO, 'tests', 'data', 'configs')

@@ -1,0 +1,162 @@
+"""What every data source of a :class:`~m3i_mm.datasets.MultiSourceDataset` shares.
+
+The sample schema (one dict per sample, before the transform pipeline):
+
+============== ==================================================================
+``img``        ``H x W x 3`` uint8 array in **BGR** channel order, as mmcv's
+               ``LoadImageFromFile`` gives; so mmpretrain transforms work unchanged and the
+               model's data preprocessor converts with ``to_rgb=True``. Pipelines must not
+               contain ``LoadImageFromFile``: the source has decoded the image already.
+``img_path``   where the image came from (for logs), e.g. ``root/a.jpg`` or
+               ``shards/data-000001.tar:0042.jpg``
+``gt_label``   class index, ``-1`` when the source has no labels
+``caption``    str, or None when the source has no captions
+``source``     index of the source in the dataset (int)
+``source_name``  the source's name (str)
+``sample_key`` a stable string unique within the dataset
+``ori_shape``, ``img_shape``  ``(H, W)``, as ``LoadImageFromFile`` sets them
+============== ==================================================================
+
+A source signals a sample it cannot deliver (missing, truncated or undecodable image,
+empty caption) by raising :class:`BadSampleError`; the multi-source dataset then skips it.
+"""
+from typing import Iterable, List, Optional, Sequence
+
+import mmcv
+import numpy as np
+from mmengine import fileio
+from torch.utils.data import Dataset
+
+__all__ = ['BadSampleError', 'ImageSource', 'PackedStrings', 'decode_image', 'join_root',
+           'make_sample', 'read_bytes']
+
+NO_LABEL = -1
+
+
+class BadSampleError(Exception):
+    """A sample that cannot be used, with where it is and why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f'{path}: {reason}')
+        self.path = path
+        self.reason = reason
+
+
+def read_bytes(path: str, backend_args: Optional[dict] = None) -> bytes:
+    """The bytes of ``path`` through mmengine's file backends; a bad sample if absent."""
+    try:
+        return fileio.get(path, backend_args=backend_args)
+    except FileNotFoundError:
+        raise BadSampleError(path, 'missing file') from None
+    except OSError as err:
+        raise BadSampleError(path, f'unreadable file ({err})') from None
+
+
+def decode_image(data: bytes, path: str) -> np.ndarray:
+    """Decode image bytes into an ``H x W x 3`` BGR uint8 array, or raise BadSampleError.
+
+    A JPEG without an end-of-image marker after its last scan is rejected before
+    decoding: some OpenCV versions decode a truncated JPEG into a partly grey image with
+    only a warning. (Marker bytes cannot occur inside entropy-coded data, which escapes
+    0xFF as 0xFF00.)
+    """
+    if not data:
+        raise BadSampleError(path, 'empty file')
+    if data[:2] == b'\xff\xd8' and data.rfind(b'\xff\xd9') < data.rfind(b'\xff\xda'):
+        raise BadSampleError(path, 'truncated JPEG (no end-of-image marker)')
+    try:
+        img = mmcv.imfrombytes(data, flag='color', channel_order='bgr')
+    except Exception as err:  # decoders raise many types (cv2.error, OSError, ...)
+        raise BadSampleError(path, f'undecodable image ({type(err).__name__}: {err})') \
+            from None
+    if img is None:
+        raise BadSampleError(path, 'undecodable image data')
+    return img
+
+
+def make_sample(img: np.ndarray, img_path: str, sample_key: str, gt_label: int = NO_LABEL,
+                caption: Optional[str] = None) -> dict:
+    """A sample dict of the schema (without ``source``/``source_name``, set by the dataset)."""
+    shape = img.shape[:2]
+    return dict(img=img, img_path=img_path, gt_label=int(gt_label), caption=caption,
+                sample_key=sample_key, ori_shape=shape, img_shape=shape)
+
+
+def join_root(root: str, path: str) -> str:
+    """``path`` under ``root`` unless it is absolute or a URI (``s3://...``)."""
+    if not root or path.startswith('/') or '://' in path:
+        return path
+    return fileio.join_path(root, path)
+
+
+class PackedStrings:
+    """A read-only list of strings stored as one numpy byte buffer plus offsets.
+
+    Millions of small Python strings in a dataset make every forked dataloader worker
+    copy the pages they live on (reference counts are written on access). Two numpy
+    arrays are never written, so they stay shared.
+    """
+
+    def __init__(self, strings: Iterable[str]) -> None:
+        encoded = [s.encode('utf-8') for s in strings]
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=self._offsets[1:])
+        self._buffer = np.frombuffer(b''.join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, index: int) -> str:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f'index {index} out of range for {len(self)} strings')
+        index %= len(self)
+        return self._buffer[self._offsets[index]:self._offsets[index + 1]].tobytes().decode(
+            'utf-8')
+
+    @property
+    def nbytes(self) -> int:
+        return self._offsets.nbytes + self._buffer.nbytes
+
+
+class ImageSource(Dataset):
+    """Base class of the sources: random access to raw samples of the schema.
+
+    Subclasses implement ``__len__`` and :meth:`load`. ``ds[i]`` is ``ds.load(i)``, which
+    raises :class:`BadSampleError` for a bad sample; wrap sources in a
+    :class:`~m3i_mm.datasets.MultiSourceDataset` (one source is fine) for skipping,
+    counting and transform pipelines.
+    """
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, index: int) -> dict:
+        """The sample at ``index`` (schema above, without source fields)."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        return self.load(index)
+
+    @property
+    def block_sizes(self) -> Optional[List[int]]:
+        """Samples per storage block (tar shard) in index order; None if unblocked.
+
+        Samplers keep a block's samples close together in time for I/O locality.
+        """
+        return None
+
+    @property
+    def metainfo(self) -> dict:
+        """Plain-data description (goes into checkpoint meta, so ints/str/lists only)."""
+        return {}
+
+
+def check_index(index: int, size: int, what: str) -> None:
+    """Raise an IndexError naming ``what`` when ``index`` is outside ``[0, size)``."""
+    if not 0 <= index < size:
+        raise IndexError(f'{what}: index {index} out of range [0, {size})')
+
+
+def normalise_extensions(values: Sequence[str]) -> tuple:
+    """Lower-cased extensions with a leading dot, as a tuple."""
+    return tuple(v.lower() if v.startswith('.') else '.' + v.lower() for v in values)

@@ -1,0 +1,152 @@
+"""The DCNv3 module of InternImage: projections, offset/mask branch and the DCNv3 core.
+
+Channels-last in and out ``(N, H, W, C)``. Parameter names follow the official module
+(``input_proj``, ``output_proj``, ``offset``, ``mask``, ``dw_conv``,
+``center_feature_scale_proj_weight/bias``); inside ``dw_conv`` the official Sequential
+indices ``0`` and ``1.1`` are ``conv`` and ``norm`` here (the converter maps them).
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from m3i_mm.ops.dcnv3 import dcnv3
+
+_ACTIVATIONS = {'GELU': nn.GELU, 'ReLU': nn.ReLU, 'SiLU': nn.SiLU}
+
+
+def build_activation(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f'unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}')
+    return _ACTIVATIONS[name]()
+
+
+class DepthwiseConvNormAct(nn.Module):
+    """Depth-wise conv, LayerNorm, activation on channels-last maps (no layout copies).
+
+    The NCHW view of a channels-last tensor is in ``torch.channels_last`` memory format,
+    which convolution kernels take as is.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, act_layer: str = 'GELU',
+                 eps: float = 1e-6) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f'dw_kernel_size must be odd to keep the size, got {kernel_size}')
+        self.conv = nn.Conv2d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2,
+                              groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=eps)
+        self.act = build_activation(act_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.act(self.norm(y))
+
+
+class DCNv3(nn.Module):
+    """Deformable convolution v3 (InternImage, CVPR 2023) as a token mixer.
+
+    Args:
+        channels: Input and output channels.
+        kernel_size: Sampling kernel size (square).
+        dw_kernel_size: Kernel of the depth-wise conv predicting offsets and masks;
+            defaults to ``kernel_size``.
+        stride: Must be 1: offsets are predicted at the input resolution.
+        pad: Padding of the sampling grid; with ``dilation`` it must keep the size.
+        dilation: Dilation of the sampling grid.
+        group: Number of groups (each with its own offsets and masks).
+        offset_scale: Scales the sampling grid and the offsets.
+        act_layer: Activation after the depth-wise conv ('GELU', 'ReLU', 'SiLU').
+        norm_layer: Only 'LN' (as in every InternImage variant).
+        center_feature_scale: Blend the output with the projected input by a per-group
+            sigmoid gate predicted from the depth-wise features (InternImage-H/G).
+        remove_center: Drop the kernel centre from the sampling points.
+        backend: DCNv3 core backend ('auto', 'pytorch', 'triton', 'cuda').
+    """
+
+    def __init__(self,
+                 channels: int = 64,
+                 kernel_size: int = 3,
+                 dw_kernel_size: Optional[int] = None,
+                 stride: int = 1,
+                 pad: int = 1,
+                 dilation: int = 1,
+                 group: int = 4,
+                 offset_scale: float = 1.0,
+                 act_layer: str = 'GELU',
+                 norm_layer: str = 'LN',
+                 center_feature_scale: bool = False,
+                 remove_center: bool = False,
+                 backend: str = 'auto') -> None:
+        super().__init__()
+        if channels % group != 0:
+            raise ValueError(f'DCNv3: channels ({channels}) must be divisible by group ({group})')
+        if norm_layer != 'LN':
+            raise ValueError(f'DCNv3: only norm_layer="LN" is supported, got {norm_layer!r}')
+        if stride != 1 or 2 * pad != dilation * (kernel_size - 1):
+            raise ValueError(
+                'DCNv3 module keeps the spatial size (offsets are predicted per input pixel): '
+                f'needs stride=1 and pad=dilation*(kernel_size-1)/2, got stride={stride}, '
+                f'pad={pad}, dilation={dilation}, kernel_size={kernel_size}')
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.dw_kernel_size = dw_kernel_size or kernel_size
+        self.stride = stride
+        self.pad = pad
+        self.dilation = dilation
+        self.group = group
+        self.group_channels = channels // group
+        self.offset_scale = offset_scale
+        self.center_feature_scale = center_feature_scale
+        self.remove_center = bool(remove_center)
+        self.backend = backend
+        points = kernel_size * kernel_size - int(self.remove_center)
+
+        self.dw_conv = DepthwiseConvNormAct(channels, self.dw_kernel_size, act_layer)
+        self.offset = nn.Linear(channels, group * points * 2)
+        self.mask = nn.Linear(channels, group * points)
+        self.input_proj = nn.Linear(channels, channels)
+        self.output_proj = nn.Linear(channels, channels)
+        if center_feature_scale:
+            self.center_feature_scale_proj_weight = nn.Parameter(torch.zeros(group, channels))
+            self.center_feature_scale_proj_bias = nn.Parameter(torch.zeros(group))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Offsets start at zero, masks uniform, projections Xavier, the CFS gate at 0.5."""
+        for linear in (self.offset, self.mask):
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
+        for linear in (self.input_proj, self.output_proj):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+        if self.center_feature_scale:
+            nn.init.zeros_(self.center_feature_scale_proj_weight)
+            nn.init.zeros_(self.center_feature_scale_proj_bias)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """Args: input ``(N, H, W, C)``. Returns ``(N, H, W, C)``."""
+        if input.dim() != 4 or input.shape[-1] != self.channels:
+            raise ValueError(f'DCNv3 expects (N, H, W, {self.channels}) channels-last input, '
+                             f'got {tuple(input.shape)}')
+        n, h, w, _ = input.shape
+        x = self.input_proj(input)
+        context = self.dw_conv(input)
+        offset = self.offset(context)
+        mask = self.mask(context).view(n, h, w, self.group, -1).softmax(-1).view(n, h, w, -1)
+        out = dcnv3(x, offset, mask, self.kernel_size, self.stride, self.pad, self.dilation,
+                    self.group, self.group_channels, self.offset_scale, self.remove_center,
+                    backend=self.backend)
+        if self.center_feature_scale:
+            gate = torch.sigmoid(F.linear(context, self.center_feature_scale_proj_weight,
+                                          self.center_feature_scale_proj_bias))
+            gate = gate.repeat_interleave(self.group_channels, dim=-1)
+            out = torch.lerp(out, x.to(out.dtype), gate.to(out.dtype))
+        return self.output_proj(out)
+
+    def extra_repr(self) -> str:
+        return (f'channels={self.channels}, kernel_size={self.kernel_size}, '
+                f'group={self.group}, offset_scale={self.offset_scale}, '
+                f'center_feature_scale={self.center_feature_scale}, '
+                f'remove_center={self.remove_center}, backend={self.backend!r}')

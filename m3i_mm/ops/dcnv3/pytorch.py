@@ -1,0 +1,227 @@
+"""DCNv3 in plain PyTorch ops: any device, any float dtype, autograd and ONNX export.
+
+Every output value is a weighted sum of ``4 * points`` input rows of ``group_channels``
+contiguous channels (bilinear corners x sampling points, with the mask folded into the
+bilinear weights). That is exactly ``F.embedding_bag(mode='sum')`` with per-sample weights
+over the channels-last input viewed as a ``(rows, group_channels)`` table, so the sampled
+values are never materialised (the official grid_sample reference builds a ``points``-times
+larger intermediate and keeps it for backward).
+
+Zero padding without per-corner validity tests: the input gets a zero border (1 before,
+2 after, on H and W) and sampling locations are clamped to ``[-1, size]``. A location at or
+beyond that range has all four corners outside the image, so it samples zero with zero
+gradient either way; inside it, corners outside the image land on the zero border.
+"""
+import warnings
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .geometry import DCNv3Geometry
+
+# Zero border added before/after each spatial axis (see the module docstring).
+_PAD_BEFORE, _PAD_AFTER = 1, 2
+
+
+def sampling_locations(offset: torch.Tensor, geo: DCNv3Geometry,
+                       compute_dtype: torch.dtype) -> tuple:
+    """Sampling locations ``(loc_x, loc_y)`` in unpadded input pixels.
+
+    Args:
+        offset: ``(N, H_out, W_out, G*P*2)``, laid out ``[g][k][(dx, dy)]``.
+        geo: The call's geometry.
+        compute_dtype: Dtype of the coordinate arithmetic (at least float32).
+
+    Returns:
+        Two tensors of shape ``(N, H_out, W_out, G, P)``.
+    """
+    n, out_h, out_w, _ = offset.shape
+    off = offset.to(compute_dtype).view(n, out_h, out_w, geo.group, geo.num_points, 2)
+    grid_x, grid_y = geo.kernel_grid(offset.device, compute_dtype)
+    centre_y, centre_x = geo.centres(out_h, out_w, offset.device, compute_dtype)
+    scale = geo.offset_scale
+    base_x = (centre_x[:, None] + grid_x * scale).view(1, 1, out_w, 1, -1)
+    base_y = (centre_y[:, None] + grid_y * scale).view(1, out_h, 1, 1, -1)
+    return off[..., 0] * scale + base_x, off[..., 1] * scale + base_y
+
+
+class _Corners(NamedTuple):
+    """Bilinear corners of every sampling point, shapes ``(B, P)`` with ``B = N*H_out*W_out*G``.
+
+    ``top_left`` is the row of the top-left corner in the zero-bordered input table; the other
+    corners are ``top_left + step`` for ``step`` in :meth:`steps`.
+    """
+    top_left: torch.Tensor
+    frac_x: torch.Tensor
+    frac_y: torch.Tensor
+    inside_x: torch.Tensor  # whether the location was inside the clamp range (has gradient)
+    inside_y: torch.Tensor
+    padded_w: int
+    group: int
+
+    def steps(self) -> torch.Tensor:
+        g, w = self.group, self.padded_w
+        return torch.tensor([0, g, w * g, (w + 1) * g], dtype=self.top_left.dtype,
+                            device=self.top_left.device)
+
+    def index(self) -> torch.Tensor:
+        """``(B, P*4)`` table rows, corners ordered (y0,x0) (y0,x1) (y1,x0) (y1,x1)."""
+        return (self.top_left.unsqueeze(-1) + self.steps()).flatten(1)
+
+    def weight(self, mask: torch.Tensor) -> torch.Tensor:
+        """``(B, P*4)`` bilinear weights times the ``(B, P)`` mask, in :meth:`index` order."""
+        fx, fy = self.frac_x, self.frac_y
+        wy = torch.stack((1 - fy, fy), dim=-1) * mask.unsqueeze(-1)
+        wx = torch.stack((1 - fx, fx), dim=-1)
+        return (wy.unsqueeze(-1) * wx.unsqueeze(-2)).flatten(1)
+
+
+def bilinear_corners(offset: torch.Tensor, height: int, width: int, geo: DCNv3Geometry,
+                     compute_dtype: torch.dtype) -> _Corners:
+    """Locate the bilinear corners of every sampling point in the zero-bordered input."""
+    n = offset.shape[0]
+    g = geo.group
+    loc_x, loc_y = sampling_locations(offset, geo, compute_dtype)
+    inside_x = (loc_x > -1) & (loc_x < width)
+    inside_y = (loc_y > -1) & (loc_y < height)
+    loc_x = loc_x.clamp(-1, width)
+    loc_y = loc_y.clamp(-1, height)
+    x0 = torch.floor(loc_x)
+    y0 = torch.floor(loc_y)
+    padded_h, padded_w = height + _PAD_BEFORE + _PAD_AFTER, width + _PAD_BEFORE + _PAD_AFTER
+    # ONNX Gather wants int64; elsewhere int32 halves what is kept for backward
+    small = n * padded_h * padded_w * g < 2**31 and not torch.onnx.is_in_onnx_export()
+    index_dtype = torch.int32 if small else torch.int64
+    batch = torch.arange(n, device=offset.device, dtype=index_dtype).view(n, 1, 1, 1, 1)
+    groups = torch.arange(g, device=offset.device, dtype=index_dtype).view(1, 1, 1, g, 1)
+    top_left = ((batch * padded_h + (y0.to(index_dtype) + _PAD_BEFORE)) * padded_w
+                + (x0.to(index_dtype) + _PAD_BEFORE)) * g + groups
+    p = geo.num_points
+    return _Corners(top_left.reshape(-1, p), (loc_x - x0).reshape(-1, p),
+                    (loc_y - y0).reshape(-1, p), inside_x.reshape(-1, p),
+                    inside_y.reshape(-1, p), padded_w, g)
+
+
+def _bordered_table(input: torch.Tensor, geo: DCNv3Geometry,
+                    compute_dtype: torch.dtype) -> torch.Tensor:
+    bordered = F.pad(input.to(compute_dtype),
+                     (0, 0, _PAD_BEFORE, _PAD_AFTER, _PAD_BEFORE, _PAD_AFTER))
+    return bordered.view(-1, geo.group_channels)
+
+
+def _forward(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+             geo: DCNv3Geometry) -> tuple:
+    n, height, width, channels = input.shape
+    out_h, out_w = offset.shape[1:3]
+    compute_dtype = torch.promote_types(input.dtype, torch.float32)
+    corners = bilinear_corners(offset, height, width, geo, compute_dtype)
+    mask_rows = mask.to(compute_dtype).reshape(-1, geo.num_points)
+    table = _bordered_table(input, geo, compute_dtype)
+    out = F.embedding_bag(corners.index(), table, per_sample_weights=corners.weight(mask_rows),
+                          mode='sum')
+    return out.view(n, out_h, out_w, channels).to(input.dtype), corners, mask_rows
+
+
+def _corner_dots(table: torch.Tensor, index: torch.Tensor,
+                 grad_rows: torch.Tensor) -> torch.Tensor:
+    """``dots[b, j] = <table[index[b, j]], grad_rows[b]>``, without gathering the rows.
+
+    On CPU a sampled dense-dense product over the sparsity pattern of the bags (fused in
+    aten); elsewhere, and while compiling, a gather and a reduction.
+    """
+    num_rows, bag = index.shape
+    # (sampled_addmm also fails when a row has more entries than the table has rows)
+    if (table.device.type != 'cpu' or table.dtype not in (torch.float32, torch.float64)
+            or torch.compiler.is_compiling() or bag >= table.shape[0]):
+        gathered = table.index_select(0, index.reshape(-1)).view(num_rows, bag, -1)
+        return (gathered * grad_rows.unsqueeze(1)).sum(-1)
+    crow = torch.arange(0, num_rows * bag + 1, bag, dtype=index.dtype, device=index.device)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": we rely on one op
+        warnings.simplefilter('ignore', UserWarning)
+        pattern = torch.sparse_csr_tensor(crow, index.reshape(-1), grad_rows.new_zeros(
+            num_rows * bag), size=(num_rows, table.shape[0]), check_invariants=False)
+    dots = torch.sparse.sampled_addmm(pattern, grad_rows, table.t(), beta=0.0)
+    return dots.values().view(num_rows, bag)
+
+
+def _grad_input(input_shape: torch.Size, grad_out: torch.Tensor, mask_rows: torch.Tensor,
+                loc_x: torch.Tensor, loc_y: torch.Tensor, geo: DCNv3Geometry) -> torch.Tensor:
+    """Scatter ``grad_out`` back to the input with aten's fused bilinear-sampler backward.
+
+    The sampling points of each output pixel are laid side by side along the width, so
+    one call covers all of them; channels-first per group, as the sampler wants.
+    """
+    n, height, width, channels = input_shape
+    _, out_h, out_w, _ = grad_out.shape
+    g, c, p = geo.group, geo.group_channels, geo.num_points
+    dtype = loc_x.dtype
+    grad_planes = grad_out.to(dtype).view(n, out_h, out_w, g, c).permute(0, 3, 4, 1, 2)
+    weights = mask_rows.view(n, out_h, out_w, g, p).permute(0, 3, 1, 2, 4).unsqueeze(2)
+    grad_samples = (grad_planes.unsqueeze(-1) * weights).reshape(n * g, c, out_h, out_w * p)
+    # normalised coordinates (align_corners=False: pixel i spans [i, i+1) -> centre i+0.5)
+    grid_x = (loc_x + 0.5) * (2.0 / width) - 1.0
+    grid_y = (loc_y + 0.5) * (2.0 / height) - 1.0
+    grid = torch.stack((grid_x, grid_y), dim=-1).view(n, out_h, out_w, g, p, 2)
+    grid = grid.permute(0, 3, 1, 2, 4, 5).reshape(n * g, out_h, out_w * p, 2)
+    planes_shape = (n * g, c, height, width)
+    placeholder = grad_samples.new_zeros(()).expand(planes_shape)  # only its shape is read
+    grad_planes, _ = torch.ops.aten.grid_sampler_2d_backward(
+        grad_samples, placeholder, grid, 0, 0, False, [True, False])
+    return grad_planes.view(n, g, c, height, width).permute(0, 3, 4, 1, 2).reshape(
+        n, height, width, channels)
+
+
+class _DCNv3PyTorch(torch.autograd.Function):
+    """Forward by ``embedding_bag``; backward keeps nothing but the inputs and uses fused
+    aten kernels (sampled dense-dense product, bilinear-sampler backward)."""
+
+    @staticmethod
+    def forward(ctx, input, offset, mask, geo):
+        ctx.geo = geo
+        ctx.save_for_backward(input, offset, mask)
+        return _forward(input, offset, mask, geo)[0]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        input, offset, mask = ctx.saved_tensors
+        geo = ctx.geo
+        n, height, width, _ = input.shape
+        compute_dtype = torch.promote_types(input.dtype, torch.float32)
+        loc_x, loc_y = sampling_locations(offset, geo, compute_dtype)
+        m = mask.to(compute_dtype).reshape(-1, geo.num_points)
+        grad_input = grad_offset = grad_mask = None
+        if ctx.needs_input_grad[0]:
+            grad_input = _grad_input(input.shape, grad_out, m, loc_x, loc_y,
+                                     geo).to(input.dtype)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            corners = bilinear_corners(offset, height, width, geo, compute_dtype)
+            table = _bordered_table(input, geo, compute_dtype)
+            grad_rows = grad_out.to(compute_dtype).reshape(-1, geo.group_channels)
+            dots = _corner_dots(table, corners.index(), grad_rows)
+            d00, d01, d10, d11 = dots.view(-1, geo.num_points, 4).unbind(-1)
+            fx, fy = corners.frac_x, corners.frac_y
+            if ctx.needs_input_grad[1]:
+                grad_fx = m * ((1 - fy) * (d01 - d00) + fy * (d11 - d10)) * corners.inside_x
+                grad_fy = m * ((1 - fx) * (d10 - d00) + fx * (d11 - d01)) * corners.inside_y
+                grad_offset = (torch.stack((grad_fx, grad_fy), dim=-1) * geo.offset_scale)
+                grad_offset = grad_offset.view(offset.shape).to(offset.dtype)
+            if ctx.needs_input_grad[2]:
+                grad_mask = (1 - fy) * ((1 - fx) * d00 + fx * d01) + fy * (
+                    (1 - fx) * d10 + fx * d11)
+                grad_mask = grad_mask.view(mask.shape).to(mask.dtype)
+        return grad_input, grad_offset, grad_mask, None
+
+
+def dcnv3_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                  geo: DCNv3Geometry) -> torch.Tensor:
+    """DCNv3 forward with standard ops (differentiable by autograd).
+
+    Arguments are assumed validated (see :func:`geometry.check_tensors`). float16/bfloat16
+    inputs are computed in float32 and returned in the input dtype.
+    """
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (input, offset, mask))
+    if needs_grad and not torch.onnx.is_in_onnx_export():
+        return _DCNv3PyTorch.apply(input, offset, mask, geo)
+    return _forward(input, offset, mask, geo)[0]

@@ -1,0 +1,25 @@
+"""Model zoo: named checkpoints, verified downloads, and the ``m3i://NAME`` checkpoint scheme.
+
+See ``model-index.yml`` for the entries, :mod:`m3i_mm.zoo.download` for the cache,
+sha256 policy and environment variables, and ``tools/zoo.py`` for the command line.
+"""
+from .converters import apply_converter, get_converter, list_converters, register_converter
+from .download import (CachedFile, apply_mirror, cache_path, check_cached, default_cache_dir,
+                       download_checkpoint, offline_mode, sha256_of, zoo_home)
+from .errors import (ChecksumMismatchError, ConverterError, DownloadError, IndexFormatError,
+                     OfflineError, UnknownEntryError, UnsafeCheckpointError, ZooError)
+from .index import ZooEntry, get_entry, index_paths, load_index
+from .scheme import SCHEME, load_checkpoint_file, load_zoo_checkpoint, register_scheme
+
+from . import internimage  # noqa: F401,E402  (registers the 'internimage' converter)
+
+register_scheme()
+
+__all__ = [
+    'SCHEME', 'CachedFile', 'ChecksumMismatchError', 'ConverterError', 'DownloadError',
+    'IndexFormatError', 'OfflineError', 'UnknownEntryError', 'UnsafeCheckpointError',
+    'ZooEntry', 'ZooError', 'apply_converter', 'apply_mirror', 'cache_path', 'check_cached',
+    'default_cache_dir', 'download_checkpoint', 'get_converter', 'get_entry', 'index_paths',
+    'list_converters', 'load_checkpoint_file', 'load_index', 'load_zoo_checkpoint',
+    'offline_mode', 'register_converter', 'register_scheme', 'sha256_of', 'zoo_home'
+]

@@ -1,0 +1,190 @@
+"""Read the model index (``model-index.yml`` + per-family ``metafile.yml``) into zoo entries.
+
+The files follow the OpenMMLab / ``modelindex`` format (``Import`` lists metafiles; each
+metafile has ``Collections`` and ``Models``). Each model becomes a :class:`ZooEntry`.
+Two fields beyond the standard ones (``modelindex`` keeps unknown fields as they are):
+
+- ``Sha256``: the full sha256 of the file at ``Weights``, when known. Entries without it
+  are "unpinned" (see :mod:`m3i_mm.zoo.download` for what that means).
+- ``Converter``: the name of the converter applied when the file is loaded
+  (:mod:`m3i_mm.zoo.converters`).
+
+``Metadata.Resolution`` (input size in pixels) is a custom metadata field as well.
+
+The index read is the repository's ``model-index.yml`` (two levels above this package)
+plus every file listed in the environment variable ``M3I_MM_MODEL_INDEX``
+(paths separated by ``os.pathsep``), so users can add their own checkpoints.
+"""
+import difflib
+import os
+import os.path as osp
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence
+from urllib.parse import urlparse
+
+import yaml
+
+from .errors import IndexFormatError, UnknownEntryError
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEFAULT_INDEX = osp.join(REPO_ROOT, 'model-index.yml')
+INDEX_ENV = 'M3I_MM_MODEL_INDEX'
+PRETRAINING_TASK = 'Pre-training'
+
+_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
+_SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
+_URL_SCHEMES = ('http', 'https', 'file')
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One downloadable checkpoint of the zoo.
+
+    Attributes:
+        name: Unique name, used as ``m3i://NAME`` and as the cache file stem.
+        url: Where the file is published (``Weights`` in the metafile).
+        sha256: Full lowercase sha256 of the file, or None when not known ("unpinned").
+        converter: Name of the converter applied on load, or None to load the file as is.
+        collection: The ``In Collection`` value.
+        task: Task of the first result, or ``'Pre-training'`` for entries without results
+            (the OpenMMLab convention for pre-trained-only weights).
+        dataset: Dataset of the first result, if any.
+        metrics: Metrics of the first result, e.g. ``{'Top 1 Accuracy': 83.5}``.
+        resolution: Input resolution in pixels (``Metadata.Resolution``), if given.
+        source: The metafile the entry was read from.
+    """
+    name: str
+    url: str
+    sha256: Optional[str] = None
+    converter: Optional[str] = None
+    collection: Optional[str] = None
+    task: str = PRETRAINING_TASK
+    dataset: Optional[str] = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    resolution: Optional[int] = None
+    source: str = ''
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the index carries the file's sha256."""
+        return self.sha256 is not None
+
+    @property
+    def file_suffix(self) -> str:
+        """Extension of the published file name (``'.pth'`` when the URL has none)."""
+        return osp.splitext(urlparse(self.url).path)[1] or '.pth'
+
+
+def index_paths() -> List[str]:
+    """The index files read by default: the repository's, then those in ``M3I_MM_MODEL_INDEX``."""
+    paths = [DEFAULT_INDEX] if osp.isfile(DEFAULT_INDEX) else []
+    extra = os.environ.get(INDEX_ENV, '')
+    paths += [osp.abspath(osp.expanduser(p)) for p in extra.split(os.pathsep) if p.strip()]
+    return paths
+
+
+def load_index(paths: Optional[Sequence[str]] = None) -> Dict[str, ZooEntry]:
+    """Read model-index files into entries.
+
+    Args:
+        paths: Index files (``model-index.yml`` style or a single metafile). Defaults to
+            :func:`index_paths`.
+
+    Returns:
+        Entries by name, in file order.
+
+    Raises:
+        IndexFormatError: If a file is missing or malformed, or two entries share a name.
+    """
+    entries: Dict[str, ZooEntry] = {}
+    for path in (index_paths() if paths is None else paths):
+        for entry in _read_index_file(osp.abspath(path), ancestors=()):
+            if entry.name in entries:
+                raise IndexFormatError(
+                    f'zoo entry {entry.name!r} is defined twice: in {entries[entry.name].source} '
+                    f'and in {entry.source}')
+            entries[entry.name] = entry
+    return entries
+
+
+def get_entry(name: str, index: Optional[Mapping[str, ZooEntry]] = None) -> ZooEntry:
+    """Look an entry up by name.
+
+    Args:
+        name: The entry name (``NAME`` in ``m3i://NAME``).
+        index: Entries to search; defaults to :func:`load_index`.
+
+    Raises:
+        UnknownEntryError: If there is no such entry; the message suggests close names.
+    """
+    index = load_index() if index is None else index
+    if name in index:
+        return index[name]
+    close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.5)
+    hint = f' Did you mean: {", ".join(close)}?' if close else ''
+    raise UnknownEntryError(
+        f'no model-zoo entry named {name!r} ({len(index)} entries in {", ".join(index_paths())}; '
+        f'`python tools/zoo.py list` shows them).{hint}')
+
+
+def _read_yaml(path: str, referenced_from: Optional[str]) -> dict:
+    if not osp.isfile(path):
+        where = f' (imported by {referenced_from})' if referenced_from else ''
+        raise IndexFormatError(f'model-index file not found: {path}{where}')
+    with open(path, encoding='utf-8') as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise IndexFormatError(f'cannot parse {path}: {e}') from e
+    if not isinstance(data, dict):
+        raise IndexFormatError(f'{path} must hold a mapping with "Import" and/or "Models"')
+    return data
+
+
+def _read_index_file(path: str, ancestors: tuple) -> List[ZooEntry]:
+    referenced_from = ancestors[-1] if ancestors else None
+    if path in ancestors:
+        raise IndexFormatError(f'{path} imports itself (through {referenced_from})')
+    data = _read_yaml(path, referenced_from)
+    entries = []
+    for item in data.get('Import') or []:
+        imported = osp.normpath(osp.join(osp.dirname(path), item))
+        entries += _read_index_file(imported, ancestors + (path,))
+    for i, model in enumerate(data.get('Models') or []):
+        entries.append(_parse_model(model, path, i))
+    return entries
+
+
+def _parse_model(model: dict, path: str, position: int) -> ZooEntry:
+    where = f'{path}: Models[{position}]'
+    if not isinstance(model, dict):
+        raise IndexFormatError(f'{where} must be a mapping, got {type(model).__name__}')
+    name = model.get('Name')
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise IndexFormatError(
+            f'{where}: "Name" must be letters, digits, ".", "_" or "-", got {name!r}')
+    where = f'{path}: model {name!r}'
+    url = model.get('Weights')
+    if not isinstance(url, str) or urlparse(url).scheme not in _URL_SCHEMES:
+        raise IndexFormatError(f'{where}: "Weights" must be an http(s) or file URL, got {url!r}')
+    sha256 = model.get('Sha256')
+    if sha256 is not None:
+        sha256 = str(sha256).lower()
+        if not _SHA256_RE.match(sha256):
+            raise IndexFormatError(f'{where}: "Sha256" must be 64 hex digits, got {sha256!r}')
+    converter = model.get('Converter')
+    if converter is not None and not isinstance(converter, str):
+        raise IndexFormatError(f'{where}: "Converter" must be a name, got {converter!r}')
+    metadata = model.get('Metadata') or {}
+    resolution = metadata.get('Resolution')
+    if resolution is not None and not isinstance(resolution, int):
+        raise IndexFormatError(f'{where}: "Metadata.Resolution" must be an integer, '
+                               f'got {resolution!r}')
+    results = model.get('Results') or []
+    first = results[0] if results else {}
+    return ZooEntry(
+        name=name, url=url, sha256=sha256, converter=converter,
+        collection=model.get('In Collection'),
+        task=first.get('Task', PRETRAINING_TASK), dataset=first.get('Dataset'),
+        metrics=dict(first.get('Metrics') or {}), resolution=resolution, source=path)

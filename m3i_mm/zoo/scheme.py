@@ -1,0 +1,133 @@
+"""The ``m3i://NAME`` checkpoint scheme and safe loading of zoo files.
+
+``m3i://NAME`` works wherever mmengine takes a checkpoint path: ``load_from``,
+``init_cfg=dict(type='Pretrained', checkpoint='m3i://NAME')``, ``--cfg-options``,
+``mmengine.runner.load_checkpoint``. Loading resolves NAME in the model index, downloads
+and verifies the file (:func:`m3i_mm.zoo.download.download_checkpoint`), reads it with
+``torch.load(weights_only=True)`` and applies the entry's converter.
+"""
+import importlib.abc
+import importlib.machinery
+import pickle
+import re
+import sys
+from typing import Any, Optional
+
+from .converters import apply_converter
+from .download import download_checkpoint
+from .errors import UnsafeCheckpointError, ZooError
+from .index import get_entry
+
+SCHEME = 'm3i://'
+_CHECKPOINT_MODULE = 'mmengine.runner.checkpoint'
+
+
+def load_checkpoint_file(path: str, map_location: Any = None) -> Any:
+    """``torch.load(path, weights_only=True)`` with m3i_mm's allow-list and a clear error.
+
+    Args:
+        path: A checkpoint file.
+        map_location: As for ``torch.load``.
+
+    Raises:
+        UnsafeCheckpointError: If the file pickles objects outside the allow-list
+            (``m3i_mm/utils/safe_globals.py``); the message names them.
+    """
+    import torch
+
+    from ..utils.safe_globals import allow_mmengine_checkpoint_globals
+    allow_mmengine_checkpoint_globals()
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        offending = sorted(set(re.findall(r'GLOBAL ([\w.]+)', str(e))))
+        names = ', '.join(offending) if offending else 'objects torch could not name'
+        raise UnsafeCheckpointError(
+            f'refusing to load {path}: it pickles {names}, which the weights_only allow-list '
+            '(m3i_mm/utils/safe_globals.py) does not include, and unpickling arbitrary objects '
+            'can run arbitrary code. If you trust the file, re-save its tensors as a plain '
+            f'state dict. torch said: {e}') from e
+
+
+def load_zoo_checkpoint(name: str, map_location: Any = None, cache_dir: Optional[str] = None
+                        ) -> dict:
+    """Download (if needed), verify, safely load and convert a zoo checkpoint.
+
+    Args:
+        name: The zoo entry name.
+        map_location: As for ``torch.load``.
+        cache_dir: Cache directory; defaults to ``$M3I_MM_HOME/checkpoints``.
+
+    Returns:
+        The checkpoint as mmengine expects it: the converter's output for entries that
+        name one, else the file's dict as saved.
+    """
+    entry = get_entry(name)
+    path = download_checkpoint(entry, cache_dir=cache_dir)
+    checkpoint = load_checkpoint_file(path, map_location)
+    if entry.converter is not None:
+        return apply_converter(entry.converter, checkpoint)
+    if not isinstance(checkpoint, dict):
+        raise ZooError(f'zoo entry {name!r} ({path}) holds a {type(checkpoint).__name__}, not '
+                       'a dict of tensors; name a Converter for it in its metafile')
+    return checkpoint
+
+
+def load_from_m3i_zoo(filename: str, map_location: Any = None) -> dict:
+    """mmengine ``CheckpointLoader`` backend for ``m3i://NAME``."""
+    return load_zoo_checkpoint(filename[len(SCHEME):], map_location)
+
+
+def register_scheme() -> None:
+    """Register ``m3i://`` with mmengine's ``CheckpointLoader``.
+
+    ``CheckpointLoader`` lives in ``mmengine.runner``, whose import takes about two seconds.
+    So that ``import m3i_mm`` stays cheap, the scheme is registered right away only if that
+    module is already imported, and otherwise the moment it is (whatever imports it).
+    """
+    module = sys.modules.get(_CHECKPOINT_MODULE)
+    if module is not None and hasattr(module, 'CheckpointLoader'):
+        _register_with(module.CheckpointLoader)
+    elif not any(isinstance(finder, _RegisterAfterImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterAfterImport())
+
+
+def _register_with(checkpoint_loader: type) -> None:
+    existing = checkpoint_loader._schemes.get(SCHEME)
+    if existing is not None and getattr(existing, '__module__', None) == __name__:
+        return  # already ours (e.g. this module was reloaded)
+    checkpoint_loader.register_scheme(SCHEME, load_from_m3i_zoo)
+
+
+class _RegisterAfterImport(importlib.abc.MetaPathFinder):
+    """Import hook: registers the scheme once ``mmengine.runner.checkpoint`` has executed."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _CHECKPOINT_MODULE:
+            return None
+        sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, 'find_spec', None)
+            spec = find_spec(fullname, path, target) if find_spec else None
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _RegisteringLoader(spec.loader)
+                return spec
+        return None
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    """Wraps the real loader of ``mmengine.runner.checkpoint`` and registers after it ran."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        _register_with(module.CheckpointLoader)
+
+    def __getattr__(self, name):  # get_source, get_filename, ... of the real loader
+        return getattr(self._loader, name)

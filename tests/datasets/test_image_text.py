@@ -1,0 +1,87 @@
+import json
+import os.path as osp
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from m3i_mm.datasets import BadSampleError, ImageTextDataset
+from m3i_mm.datasets.image_text import read_manifest
+from .conftest import MANIFEST_BAD, NUM_PAIRS, NUM_SHARDS, SHARD_BAD
+
+REASONS = {'truncated': 'truncated JPEG', 'random_bytes': 'undecodable',
+           'missing': 'missing file', 'empty_caption': 'empty caption',
+           'no_caption': 'no caption member'}
+
+
+def decoded_photo(pairs, i):
+    """The i-th photo crop decoded independently (PIL, RGB) and flipped to BGR."""
+    import io
+    return np.asarray(Image.open(io.BytesIO(pairs[i][0])).convert('RGB'))[..., ::-1]
+
+
+@pytest.mark.parametrize('fmt', ['jsonl', 'csv', 'tsv'])
+def test_manifest_samples_and_bad_rows(corpus, fmt):
+    ds = ImageTextDataset(data_root=corpus.root, ann_file=osp.basename(corpus.manifests[fmt]))
+    assert len(ds) == NUM_PAIRS and ds.block_sizes is None
+    for i in range(NUM_PAIRS):
+        if i in MANIFEST_BAD:
+            with pytest.raises(BadSampleError, match=REASONS[MANIFEST_BAD[i]]) as err:
+                ds[i]
+            assert err.value.path == osp.join(corpus.root, 'images', f'{i:05d}.jpg')
+            continue
+        sample = ds[i]
+        assert sample['caption'] == corpus.pairs[i][1]
+        assert sample['gt_label'] == -1 and sample['sample_key'] == f'images/{i:05d}.jpg#{i}'
+        assert sample['img'].dtype == np.uint8 and sample['img'].shape == (32, 32, 3)
+        assert sample['ori_shape'] == sample['img_shape'] == (32, 32)
+        # BGR, like mmcv's LoadImageFromFile: compare with an independent PIL decode.
+        diff = np.abs(sample['img'].astype(int) - decoded_photo(corpus.pairs, i)).mean()
+        assert diff < 2.0
+
+
+def test_manifest_custom_keys_and_errors(tmp_path):
+    (tmp_path / 'm.jsonl').write_text(json.dumps({'file': 'a.jpg', 'text': 'hi'}) + '\n\n')
+    paths, captions = read_manifest(str(tmp_path / 'm.jsonl'), path_key='file',
+                                    caption_key='text')
+    assert (paths, captions) == (['a.jpg'], ['hi'])
+    with pytest.raises(ValueError, match=r"m.jsonl:1: row has no 'path'"):
+        read_manifest(str(tmp_path / 'm.jsonl'))
+    (tmp_path / 'm.csv').write_text('file,caption\na.jpg,x\n')
+    with pytest.raises(ValueError, match="no column 'path'"):
+        read_manifest(str(tmp_path / 'm.csv'))
+    (tmp_path / 'm.txt').write_text('a.jpg\tx\n')
+    with pytest.raises(ValueError, match='file_format'):
+        read_manifest(str(tmp_path / 'm.txt'))
+    (tmp_path / 'bad.jsonl').write_text('{"path": "a.jpg"\n')
+    with pytest.raises(ValueError, match='bad.jsonl:1: not a JSON object'):
+        read_manifest(str(tmp_path / 'bad.jsonl'))
+    with pytest.raises(ValueError, match='exactly one of ann_file'):
+        ImageTextDataset(ann_file='m.jsonl', shards='a.tar')
+
+
+def test_shards_samples_and_bad_members(corpus):
+    ds = ImageTextDataset(data_root=corpus.shard_root, shards='data-{000000..000003}.tar')
+    # Pair 11 has no image member, so it is not a sample; shard 1 holds pairs 10..19.
+    assert ds.block_sizes == [10, 9, 10, 10] and len(ds) == NUM_PAIRS - 1
+    pair_of = [i for i in range(NUM_PAIRS) if SHARD_BAD.get(i) != 'missing']
+    keys = set()
+    for index, i in enumerate(pair_of):
+        shard = f'data-{i // (NUM_PAIRS // NUM_SHARDS):06d}.tar'
+        if i in SHARD_BAD:
+            with pytest.raises(BadSampleError, match=REASONS[SHARD_BAD[i]]) as err:
+                ds[index]
+            assert err.value.path == osp.join(corpus.shard_root, shard) + f':{i:05d}.jpg'
+            continue
+        sample = ds[index]
+        assert sample['caption'] == corpus.pairs[i][1]
+        assert sample['sample_key'] == f'{shard}/{i:05d}'
+        assert np.abs(sample['img'].astype(int) - decoded_photo(corpus.pairs, i)).mean() < 2
+        keys.add(sample['sample_key'])
+    assert len(keys) == NUM_PAIRS - len(SHARD_BAD)
+
+
+def test_shards_with_json_captions_from_a_list(corpus):
+    ds = ImageTextDataset(shards=corpus.json_shards)
+    assert len(ds) == NUM_PAIRS
+    assert [ds[i]['caption'] for i in (0, 39)] == [corpus.pairs[0][1], corpus.pairs[39][1]]

@@ -1,0 +1,222 @@
+import io
+import itertools
+import math
+import os.path as osp
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from m3i_mm.datasets import MultiSourceDataset, MultiSourceSampler
+from m3i_mm.datasets import multi_source_sampler
+from m3i_mm.datasets.multi_source import source_offsets
+
+
+def fake_dataset(sizes, block_sizes=None):
+    """What the sampler reads from a MultiSourceDataset: sizes (and shard sizes)."""
+    return SimpleNamespace(source_sizes=list(sizes),
+                           source_block_sizes=block_sizes or [None] * len(sizes))
+
+
+def batches(sampler, num_batches):
+    it = iter(sampler)
+    return [[next(it) for _ in range(sampler.batch_size)] for _ in range(num_batches)]
+
+
+def source_of(indices, sizes):
+    return np.searchsorted(source_offsets(sizes), np.asarray(indices), side='right') - 1
+
+
+@pytest.mark.parametrize('mode', ['mixed', 'homogeneous'])
+def test_ratios_hold_within_statistical_tolerance(mode):
+    sizes, ratios, batch, steps = [5000, 3000, 100], [0.5, 0.3, 0.2], 8, 2000
+    sampler = MultiSourceSampler(fake_dataset(sizes), batch, ratios=ratios, mode=mode, seed=3,
+                                 infinite=True)
+    stream = np.array(list(itertools.chain(*batches(sampler, steps))))
+    sources = source_of(stream, sizes)
+    counts = np.bincount(sources, minlength=3)
+    # mixed: each batch is an independent multinomial draw, so the count of source k over
+    # all samples is Binomial(steps * batch, r_k). homogeneous: whole batches are drawn,
+    # so the number of batches of source k is Binomial(steps, r_k). We allow 5 standard
+    # deviations (a false alarm has probability < 1e-6; the draw is seeded anyway).
+    units = steps * batch if mode == 'mixed' else steps
+    per_unit = 1 if mode == 'mixed' else batch
+    for k, r in enumerate(ratios):
+        sd = math.sqrt(units * r * (1 - r))
+        assert abs(counts[k] / per_unit - units * r) <= 5 * sd, (k, counts)
+    if mode == 'homogeneous':
+        per_batch = sources.reshape(steps, batch)
+        assert (per_batch == per_batch[:, :1]).all()
+    # The small source (100 samples, ~3200 draws) has cycled through many passes: each
+    # pass is a permutation, so every sample is used equally often (+-1 pass).
+    small = np.bincount(stream[sources == 2] - 8000, minlength=100)
+    assert small.max() - small.min() <= 1
+
+
+def test_homogeneous_batches_pick_the_same_source_on_all_ranks():
+    sizes = [300, 200, 100]
+    ranks = [batches(MultiSourceSampler(fake_dataset(sizes), 4, mode='homogeneous', seed=1,
+                                        rank=r, world_size=3, infinite=True), 50)
+             for r in range(3)]
+    for step in range(50):
+        assert len({int(source_of(ranks[r][step], sizes)[0]) for r in range(3)}) == 1
+
+
+@pytest.mark.parametrize('mode', ['mixed', 'homogeneous'])
+def test_two_ranks_never_share_a_sample_within_a_pass(mode):
+    sizes, batch, steps = [1000, 700, 300], 8, 40
+    streams = []
+    for rank in (0, 1):
+        sampler = MultiSourceSampler(fake_dataset(sizes, [None, [70] * 10, None]), batch,
+                                     mode=mode, seed=7, rank=rank, world_size=2,
+                                     infinite=True, shard_group_size=3)
+        streams.append(list(itertools.chain(*batches(sampler, steps))))
+    consumed = np.bincount(source_of(streams[0], sizes), minlength=3) * 2
+    assert (consumed <= sizes).all(), 'the test must stay within the first pass'
+    for stream in streams:
+        assert len(set(stream)) == len(stream)
+    assert not set(streams[0]) & set(streams[1])
+
+
+def test_ranks_split_a_pass_exactly():
+    n = 47  # odd: rank 1 reaches the second pass first
+    per_rank = [list(itertools.chain(*batches(
+        MultiSourceSampler(fake_dataset([n]), 4, seed=0, rank=r, world_size=2,
+                           infinite=True), 6))) for r in (0, 1)]
+    first_pass = per_rank[0] + per_rank[1][:23]
+    assert sorted(first_pass) == list(range(n))
+
+
+def test_deterministic_for_a_seed():
+    def stream(seed):
+        return batches(MultiSourceSampler(fake_dataset([50, 60]), 5, seed=seed, infinite=True),
+                       30)
+    assert stream(11) == stream(11)
+    assert stream(11) != stream(12)
+
+
+def test_finite_iterators_continue_and_stop_at_epoch_ends():
+    sampler = MultiSourceSampler(fake_dataset([30, 10]), 4, seed=0)
+    assert sampler.steps_per_epoch == 10 and len(sampler) == 40
+    epochs = [list(sampler) for _ in range(3)]
+    infinite = MultiSourceSampler(fake_dataset([30, 10]), 4, seed=0, infinite=True)
+    assert list(itertools.chain(*epochs)) == list(itertools.chain(*batches(infinite, 30)))
+
+
+def roundtrip(state):
+    """A state as it comes back from a checkpoint loaded with weights_only=True."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def test_state_roundtrip_resumes_the_exact_remaining_order():
+    sizes = [40, 25, 9]
+    reference = batches(MultiSourceSampler(fake_dataset(sizes), 4, seed=5, infinite=True), 60)
+    sampler = MultiSourceSampler(fake_dataset(sizes), 4, seed=5, infinite=True)
+    it = iter(sampler)
+    for _ in range(23 * 4 + 2):  # fetched ahead of what was consumed, mid-batch
+        next(it)
+    sampler.mark_consumed(21)
+    state = roundtrip(sampler.state_dict())
+    assert state['step'] == 21 and all(isinstance(p, int) for p in state['source_positions'])
+    resumed = MultiSourceSampler(fake_dataset(sizes), 4, seed=999, infinite=True)
+    resumed.load_state_dict(state)
+    assert resumed.seed == 5  # the stream's seed comes with the state
+    assert batches(resumed, 39) == reference[21:]
+    # Resuming twice (state taken from a resumed sampler) is exact as well.
+    resumed.mark_consumed(10)
+    again = MultiSourceSampler(fake_dataset(sizes), 4, seed=5, infinite=True)
+    again.load_state_dict(roundtrip(resumed.state_dict()))
+    assert batches(again, 29) == reference[31:]
+
+
+def test_consumption_not_prefetching_defines_the_state(corpus):
+    ds = MultiSourceDataset([dict(type='ImageTextDataset', data_root=osp.dirname(
+                                  corpus.clean_manifest), ann_file='captions.jsonl'),
+                             dict(type='UnlabelledImageDataset', data_root=corpus.classes_root)])
+    sampler = MultiSourceSampler(ds, 4, seed=0, infinite=True)
+    loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2, prefetch_factor=2,
+                        collate_fn=list)
+    it = iter(loader)
+    seen = []
+    for _ in range(5):
+        seen.append([s['sample_key'] for s in next(it)])
+        sampler.mark_consumed()
+    assert sampler._next_step > 5  # the workers have fetched ahead
+    state = roundtrip(sampler.state_dict())
+    for _ in range(4):
+        seen.append([s['sample_key'] for s in next(it)])
+    del it
+    resumed = MultiSourceSampler(ds, 4, seed=0, infinite=True)
+    resumed.load_state_dict(state)
+    it = iter(DataLoader(ds, batch_size=4, sampler=resumed, num_workers=2,
+                         collate_fn=list))
+    assert [[s['sample_key'] for s in next(it)] for _ in range(4)] == seen[5:]
+    del it
+
+
+def test_changed_configuration_warns_and_keeps_positions(monkeypatch):
+    warnings = []
+    monkeypatch.setattr(multi_source_sampler, 'print_log',
+                        lambda msg, **kw: warnings.append(msg))
+    two_ranks = [MultiSourceSampler(fake_dataset([200, 100]), 4, seed=1, rank=r, world_size=2,
+                                    infinite=True) for r in (0, 1)]
+    used = set()
+    for sampler in two_ranks:
+        used |= set(itertools.chain(*batches(sampler, 10)))
+        sampler.mark_consumed(10)
+    one_rank = MultiSourceSampler(fake_dataset([200, 100]), 8, seed=1, infinite=True)
+    one_rank.load_state_dict(roundtrip(two_ranks[0].state_dict()))
+    assert 'world_size: 2 -> 1' in warnings[0] and 'batch_size: 4 -> 8' in warnings[0]
+    after = list(itertools.chain(*batches(one_rank, 10)))
+    consumed = np.bincount(source_of(sorted(used | set(after)), [200, 100]), minlength=2)
+    assert (consumed <= [200, 100]).all(), 'the test must stay within the first pass'
+    assert not used & set(after), 'no sample of the current pass may repeat'
+    with pytest.raises(ValueError, match='the state has 2 sources, the dataset 3'):
+        MultiSourceSampler(fake_dataset([1, 2, 3]), 4).load_state_dict(
+            two_ranks[0].state_dict())
+
+
+def test_configuration_errors():
+    with pytest.raises(TypeError, match='source_sizes'):
+        MultiSourceSampler(list(range(10)), 4)
+    with pytest.raises(ValueError, match='mode must be one of'):
+        MultiSourceSampler(fake_dataset([10]), 4, mode='random')
+    with pytest.raises(ValueError, match='got 1 ratios for 2 sources'):
+        MultiSourceSampler(fake_dataset([10, 10]), 4, ratios=[1])
+    with pytest.raises(ValueError, match='>= 0 with a positive sum'):
+        MultiSourceSampler(fake_dataset([10, 10]), 4, ratios=[1, -1])
+    with pytest.raises(ValueError, match='rank 2 outside world size 2'):
+        MultiSourceSampler(fake_dataset([10]), 4, rank=2, world_size=2)
+    with pytest.raises(ValueError, match='unsupported MultiSourceSampler state version'):
+        MultiSourceSampler(fake_dataset([10]), 4).load_state_dict({'version': 0})
+
+
+def test_ratios_hold_on_real_photos_with_corrupt_files(corpus):
+    """Decoded samples (bad ones replaced) keep the sampler's source of every slot."""
+    ds = MultiSourceDataset([
+        dict(type='ImageTextDataset', data_root=corpus.root, ann_file='captions.csv'),
+        dict(type='ImageTextDataset', data_root=corpus.shard_root,
+             shards='data-{000000..000003}.tar'),
+        dict(type='LabelledImageDataset',
+             dataset=dict(type='CustomDataset', data_root=corpus.classes_root))],
+        max_bad_fraction=0.5)
+    ratios, batch, steps = [0.5, 0.3, 0.2], 8, 150
+    sampler = MultiSourceSampler(ds, batch, ratios=ratios, seed=4, infinite=True)
+    loader = DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=list)
+    delivered = []
+    for batch_samples, _ in zip(loader, range(steps)):
+        delivered += [s['source'] for s in batch_samples]
+    assigned = source_of(list(itertools.chain(*batches(
+        MultiSourceSampler(ds, batch, ratios=ratios, seed=4, infinite=True), steps))),
+        ds.source_sizes)
+    assert delivered == assigned.tolist()
+    bad = sum(c['bad'] for c in ds.bad_sample_counts().values())
+    assert bad > 20, 'the corrupt rows and members must have been hit'
+    counts = np.bincount(delivered, minlength=3)
+    for k, r in enumerate(ratios):  # Binomial(steps * batch, r): 5 standard deviations
+        assert abs(counts[k] - steps * batch * r) <= 5 * math.sqrt(steps * batch * r * (1 - r))

@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Write the sidecar index (``<shard>.idx``) of WebDataset-style tar shards.
+
+``m3i_mm.ImageTextDataset`` reads the sample count of every shard from these indexes at
+start-up, and a shard's member offsets when the shard is first read; without them it
+scans the tar headers itself (once, caching the result). Index big corpora ahead of time:
+
+    python tools/dataset_converters/make_tar_index.py 'data/laion/{000000..041407}.tar'
+    python tools/dataset_converters/make_tar_index.py a.tar b.tar --out-dir cache/idx
+"""
+import argparse
+import os.path as osp
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from tqdm import tqdm  # noqa: E402
+
+from m3i_mm.datasets.tar_shards import (expand_shards, shard_index_path,  # noqa: E402
+                                        write_shard_index)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Index WebDataset-style tar shards.')
+    parser.add_argument('shards', nargs='+',
+                        help="shard paths or brace patterns ('data-{000000..000099}.tar')")
+    parser.add_argument('--out-dir', default=None,
+                        help='write indexes here (the dataset\'s index_cache_dir) instead of '
+                             'next to the shards')
+    parser.add_argument('--skip-existing', action='store_true',
+                        help='leave shards that already have an index alone')
+    parser.add_argument('--threads', type=int, default=4, help='shards indexed in parallel')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    shards = expand_shards(args.shards)
+    missing = [s for s in shards if not osp.isfile(s)]
+    if missing:
+        print(f'error: {len(missing)} shard(s) do not exist, e.g. {missing[0]}', file=sys.stderr)
+        return 1
+    todo = [(s, shard_index_path(s, args.out_dir)) for s in shards]
+    if args.skip_existing:
+        todo = [(s, idx) for s, idx in todo if not osp.isfile(idx)]
+    with ThreadPoolExecutor(max(1, args.threads)) as pool:
+        counts = list(tqdm(pool.map(lambda job: write_shard_index(*job), todo),
+                           total=len(todo), desc='indexing shards', unit='shard'))
+    print(f'indexed {len(todo)} shard(s) with {sum(counts)} samples '
+          f'({len(shards) - len(todo)} already indexed)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
