@@ -95,3 +95,27 @@ def test_unknown_m3i_mm_type_names_the_type():
     init_default_scope('mmdet')
     with pytest.raises(KeyError, match='m3i_mm.NoSuchBackbone is not in the'):
         mmdet.registry.MODELS.build(dict(type='m3i_mm.NoSuchBackbone'))
+
+
+def test_lazy_locations_find_real_modules_without_importing_m3i_mm():
+    """A fresh interpreter that never imports m3i_mm builds m3i_mm.InternImage from mmdet
+    and mmseg scopes: the scoped name imports m3i_mm.registry, whose locations import
+    m3i_mm.models on first look-up."""
+    import subprocess
+    import sys
+    code = """
+import sys
+from mmengine.registry import init_default_scope
+import mmdet.registry, mmseg.registry
+assert 'm3i_mm' not in sys.modules
+tiny = dict(channels=16, depths=[1, 1, 1, 1], groups=[4, 8, 16, 32])
+for scope, registry in (('mmdet', mmdet.registry.MODELS), ('mmseg', mmseg.registry.MODELS)):
+    init_default_scope(scope)
+    model = registry.build(dict(type='m3i_mm.InternImage', arch=tiny, out_indices=(3,)))
+    print(scope, type(model).__module__, model.channels[-1])
+"""
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split('\n')[:2] == [
+        'mmdet m3i_mm.models.backbones.intern_image 128',
+        'mmseg m3i_mm.models.backbones.intern_image 128']

@@ -1,0 +1,4 @@
+"""Optimizer constructors of the m3i_mm scope."""
+from .layer_decay_constructor import LayerDecayOptimWrapperConstructor
+
+__all__ = ['LayerDecayOptimWrapperConstructor']
