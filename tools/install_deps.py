@@ -12,8 +12,8 @@ the project's ``.venv``; a user with their own environment runs
    C++20 when the installed torch asks for it. CUDA ops are built when torch has CUDA, a
    toolkit is found, and a GPU is visible or ``FORCE_CUDA=1`` is set (then
    ``TORCH_CUDA_ARCH_LIST`` picks the architectures). The built wheel is cached under
-   ``$M3I_MM_CACHE`` (default ``~/.cache/m3i_mm``), keyed by Python, torch and CUDA
-   settings, so a second install takes seconds.
+   ``$M3I_MM_HOME`` (default ``~/.cache/m3i_mm``, m3i_mm's one cache root), keyed by
+   Python, torch and CUDA settings, so a second install takes seconds.
 3. The rest of ``requirements/runtime.txt`` (and ``requirements/tests.txt`` with
    ``--tests``), then m3i_mm itself (editable with ``--editable``).
 
@@ -115,7 +115,7 @@ def mmcv_works() -> bool:
 
 
 def cache_dir() -> str:
-    return os.environ.get('M3I_MM_CACHE', osp.join(osp.expanduser('~'), '.cache', 'm3i_mm'))
+    return osp.expanduser(os.environ.get('M3I_MM_HOME') or '~/.cache/m3i_mm')
 
 
 def download_mmcv_sdist(dest: str) -> str:

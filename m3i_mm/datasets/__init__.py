@@ -27,9 +27,11 @@ from .image_text import ImageTextDataset
 from .multi_source import MultiSourceDataset, TooManyBadSamplesError
 from .multi_source_sampler import MultiSourceSampler
 from .permutation import BlockShuffle, feistel_permute
+from .transforms import M3IViews, PackM3IInputs
 
 __all__ = [
     'BadSampleError', 'BlockShuffle', 'ImageSource', 'ImageTextDataset',
-    'LabelledImageDataset', 'MultiSourceDataset', 'MultiSourceSampler',
+    'LabelledImageDataset', 'M3IViews', 'MultiSourceDataset', 'MultiSourceSampler',
+    'PackM3IInputs',
     'TooManyBadSamplesError', 'UnlabelledImageDataset', 'decode_image', 'feistel_permute'
 ]

@@ -2,3 +2,4 @@
 the registries."""
 from .hooks import *  # noqa: F401,F403
 from .optimizers import *  # noqa: F401,F403
+from .strategies import *  # noqa

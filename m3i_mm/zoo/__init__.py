@@ -12,6 +12,7 @@ from .index import ZooEntry, get_entry, index_paths, load_index
 from .scheme import SCHEME, load_checkpoint_file, load_zoo_checkpoint, register_scheme
 
 from . import internimage  # noqa: F401,E402  (registers the 'internimage' converter)
+from .m3i import extract_m3i_backbone  # noqa: E402  (registers the 'm3i' converter)
 
 register_scheme()
 
@@ -19,7 +20,8 @@ __all__ = [
     'SCHEME', 'CachedFile', 'ChecksumMismatchError', 'ConverterError', 'DownloadError',
     'IndexFormatError', 'OfflineError', 'UnknownEntryError', 'UnsafeCheckpointError',
     'ZooEntry', 'ZooError', 'apply_converter', 'apply_mirror', 'cache_path', 'check_cached',
-    'default_cache_dir', 'download_checkpoint', 'get_converter', 'get_entry', 'index_paths',
+    'default_cache_dir', 'download_checkpoint', 'extract_m3i_backbone', 'get_converter',
+    'get_entry', 'index_paths',
     'list_converters', 'load_checkpoint_file', 'load_index', 'load_zoo_checkpoint',
     'offline_mode', 'register_converter', 'register_scheme', 'sha256_of', 'zoo_home'
 ]

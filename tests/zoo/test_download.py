@@ -266,7 +266,7 @@ def _results(queue, count):
     return results
 
 
-def test_two_processes_download_the_same_file_once(server, tmp_path, payload):
+def test_two_processes_download_the_same_file_once(server, tmp_path, payload, zoo_home):
     data, sha = payload
     url = server.serve('/ckpt/shared.pth', data, chunk_delay=0.05)  # ~0.25 s on the wire
     entry = ZooEntry(name='shared', url=url, sha256=sha)
@@ -287,7 +287,7 @@ def test_two_processes_download_the_same_file_once(server, tmp_path, payload):
     assert len(server.requests_for('/ckpt/shared.pth')) == 1  # the second one waited, reused
 
 
-def test_distributed_rank0_downloads_others_wait(server, tmp_path, payload):
+def test_distributed_rank0_downloads_others_wait(server, tmp_path, payload, zoo_home):
     data, sha = payload
     good = ZooEntry(name='dist_good', url=server.serve('/ckpt/dist.pth', data, chunk_delay=0.05),
                     sha256=sha)

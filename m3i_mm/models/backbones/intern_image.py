@@ -197,6 +197,8 @@ class InternImage(BaseModule):
             eval mode (-1: nothing frozen).
         with_cp: Activation checkpointing per block.
         dcn_backend: DCNv3 core backend (``'auto'``, ``'pytorch'``, ``'triton'``, ``'cuda'``).
+        mask_token: Create a learnable token that replaces masked patches at the stem
+            output (masked image modelling; see :meth:`forward`).
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=...,
             prefix=...)`` loads official InternImage checkpoints (classification ``model``,
             mmdet/mmseg ``state_dict``, Hugging Face ports) and m3i_mm ones.
@@ -237,6 +239,7 @@ class InternImage(BaseModule):
                  frozen_stages: int = -1,
                  with_cp: bool = False,
                  dcn_backend: str = 'auto',
+                 mask_token: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
                  **overrides) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -270,6 +273,7 @@ class InternImage(BaseModule):
         else:
             dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         self.patch_embed = StemLayer(in_channels, self.channels[0], act_layer)
+        self.mask_token = nn.Parameter(torch.zeros(self.channels[0])) if mask_token else None
         self.pos_drop = nn.Dropout(drop_rate)
         self.levels = nn.ModuleList()
         for i in range(4):
@@ -317,17 +321,39 @@ class InternImage(BaseModule):
             settings['level2_post_norm_block_ids'] = list(settings['level2_post_norm_block_ids'])
         return copy.deepcopy(settings)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """NCHW images -> tuple of NCHW stage features for ``out_indices``."""
+    def forward(self, x: torch.Tensor,
+                mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, ...]:
+        """NCHW images -> tuple of NCHW stage features for ``out_indices``.
+
+        Args:
+            x: ``(N, 3, H, W)`` images.
+            mask: Optional ``(N, h, w)`` bool patch mask (True = masked) on a grid that
+                divides the stride-4 stem grid (e.g. 16-pixel patches: ``h = H / 16``);
+                masked cells of the stem output are replaced by ``mask_token``.
+        """
         if x.dim() != 4:
             raise ValueError(f'InternImage expects NCHW images, got shape {tuple(x.shape)}')
-        x = self.pos_drop(self.patch_embed(x))
+        x = self.patch_embed(x)
+        if mask is not None:
+            x = self._apply_mask(x, mask)
+        x = self.pos_drop(x)
         outs = []
         for i, level in enumerate(self.levels):
             feature, x = level(x)
             if i in self.out_indices:
                 outs.append(feature.permute(0, 3, 1, 2))
         return tuple(outs)
+
+    def _apply_mask(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.mask_token is None:
+            raise ValueError('InternImage got a mask but was built with mask_token=False')
+        n, h, w, _ = x.shape
+        if mask.dim() != 3 or mask.shape[0] != n or h % mask.shape[1] or w % mask.shape[2]:
+            raise ValueError(f'mask of shape {tuple(mask.shape)} does not tile the stem grid '
+                             f'{(n, h, w)}')
+        cells = mask.repeat_interleave(h // mask.shape[1], 1).repeat_interleave(
+            w // mask.shape[2], 2)
+        return torch.where(cells.unsqueeze(-1), self.mask_token.to(x.dtype), x)
 
     def _freeze_stages(self) -> None:
         frozen = [self.patch_embed] if self.frozen_stages >= 0 else []
@@ -358,7 +384,7 @@ class InternImage(BaseModule):
             return total, num_layers
         name = param_name[len(prefix):]
         parts = name.split('.')
-        if parts[0] == 'patch_embed':
+        if parts[0] in ('patch_embed', 'mask_token'):
             return 1, num_layers
         if parts[0] == 'levels':
             stage = int(parts[1])
@@ -391,6 +417,8 @@ class InternImage(BaseModule):
         for module in self.modules():
             if isinstance(module, DCNv3):
                 module.reset_parameters()
+        if self.mask_token is not None:
+            trunc_normal_(self.mask_token, std=.02)
         cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
         for cfg in cfgs:
             if cfg and cfg.get('type') == 'Pretrained':

@@ -3,7 +3,7 @@
 ``setup.py`` builds ``m3i_mm.ops.dcnv3._dcnv3_cuda`` at install time when torch has CUDA and
 a CUDA toolkit is found (no GPU needed; ``M3I_MM_BUILD_CUDA_OPS=0`` skips it). Otherwise the
 first use compiles the same source just in time with ``torch.utils.cpp_extension.load`` and
-caches the build under ``$M3I_MM_CACHE/torch_extensions`` (default ``~/.cache/m3i_mm``).
+caches the build under ``$M3I_MM_HOME/torch_extensions`` (default ``~/.cache/m3i_mm``).
 """
 import functools
 import os
@@ -54,7 +54,8 @@ def load_extension() -> ModuleType:
     from mmengine.logging import print_log
     build_config.use_cuda_home()
     from torch.utils.cpp_extension import load
-    cache = os.environ.get('M3I_MM_CACHE', osp.join(osp.expanduser('~'), '.cache', 'm3i_mm'))
+    from ...zoo.download import zoo_home  # the one cache root of m3i_mm
+    cache = zoo_home()
     tag = f'torch{torch.__version__}-cuda{torch.version.cuda}'.replace('+', '_')
     build_dir = osp.join(cache, 'torch_extensions', tag)
     os.makedirs(build_dir, exist_ok=True)

@@ -166,7 +166,7 @@ def test_local_and_global_average_agree_in_one_process():
 
 
 def test_registry_and_bad_inputs():
-    head = MODELS.build(dict(type='BoltzmannMIHead', mode='class', embed_dim=4, num_classes=3))
+    head = MODELS.build(dict(type='m3i_mm.BoltzmannMIHead', mode='class', embed_dim=4, num_classes=3))
     assert isinstance(head, BoltzmannMIHead)
     with pytest.raises(ValueError, match='num_classes'):
         BoltzmannMIHead(mode='class', embed_dim=4)

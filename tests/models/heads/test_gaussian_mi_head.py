@@ -148,7 +148,7 @@ def test_low_precision_inputs_are_computed_in_float32():
 
 
 def test_registry_and_bad_inputs():
-    head = MODELS.build(dict(type='GaussianMIHead', loss_name='loss_dense_same'))
+    head = MODELS.build(dict(type='m3i_mm.GaussianMIHead', loss_name='loss_dense_same'))
     assert isinstance(head, GaussianMIHead)
     with pytest.raises(ValueError, match='containing "loss"'):
         GaussianMIHead(loss_name='dense')

@@ -72,7 +72,7 @@ def test_reproducible_with_torch_and_numpy_generators():
 
 
 def test_registry_and_bad_arguments():
-    built = TASK_UTILS.build(dict(type='BlockMaskGenerator', input_size=14, mask_ratio=0.5))
+    built = TASK_UTILS.build(dict(type='m3i_mm.BlockMaskGenerator', input_size=14, mask_ratio=0.5))
     assert isinstance(built, BlockMaskGenerator) and built.num_masking_patches == 98
     with pytest.raises(ValueError, match='exactly one'):
         BlockMaskGenerator(14)

@@ -23,7 +23,7 @@ TINY_CLIP = dict(model_type='clip_text_model', hidden_size=32, num_hidden_layers
 
 @pytest.fixture(scope='module')
 def minilm_encoder():
-    return MODELS.build(dict(type='HFTextEncoder', model_name_or_path=MINILM,
+    return MODELS.build(dict(type='m3i_mm.HFTextEncoder', model_name_or_path=MINILM,
                              local_files_only=True, frozen=True))
 
 

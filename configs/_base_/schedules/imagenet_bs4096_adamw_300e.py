@@ -1,0 +1,20 @@
+# ImageNet-1k from scratch (official T/S/B recipe): AdamW, lr 5e-4 per 512 images (4e-3 at
+# batch 4096), weight decay 0.05 (none on biases and 1-D parameters), 5 linear warm-up
+# epochs, cosine to 5e-6 per 512 images over 300 epochs, gradient clipping at 5, EMA 0.9999.
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=4e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05),
+    constructor='m3i_mm.LayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=1.0),
+    clip_grad=dict(max_norm=5.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=5,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=4e-5, by_epoch=True, begin=5, end=300,
+         convert_to_iter_based=True),
+]
+train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
+val_cfg = dict()
+test_cfg = dict()
+auto_scale_lr = dict(base_batch_size=4096)
+custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]

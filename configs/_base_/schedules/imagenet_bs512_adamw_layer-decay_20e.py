@@ -1,0 +1,21 @@
+# ImageNet-1k fine-tuning (official L/XL/H recipe, used here for every size): AdamW, lr 2e-5
+# at batch 512, weight decay 0.05 (none on biases and 1-D parameters), layer-wise lr decay
+# 0.9, DCNv3 offset/mask/centre-feature-scale projections at 0.1x lr, 2 linear warm-up
+# epochs, cosine to 0 over 20 epochs, gradient clipping at 5, EMA 0.9999.
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05),
+    constructor='m3i_mm.LayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=0.9, dcn_lr_mult=0.1),
+    clip_grad=dict(max_norm=5.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=2,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=2, end=20,
+         convert_to_iter_based=True),
+]
+train_cfg = dict(by_epoch=True, max_epochs=20, val_interval=1)
+val_cfg = dict()
+test_cfg = dict()
+auto_scale_lr = dict(base_batch_size=512)
+custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]

@@ -1,0 +1,22 @@
+# Linear probing of an M3I-pretrained InternImage-L on ImageNet-1k at 224 px: frozen
+# backbone, pooled last-stage features (1280-d), BatchNorm without affine, linear classifier.
+# The default checkpoint is the zoo entry internimage_l_22k_192to384.
+# Point the backbone at your M3I checkpoint with
+#   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/<m3i run>/backbone.pth
+# (`pretrained=...` alone does not reach init_cfg: see configs/README.md).
+_base_ = [
+    '../_base_/models/internimage_linear-probe.py',
+    '../_base_/datasets/imagenet_bs256_linear-probe_224.py',
+    '../_base_/schedules/imagenet_bs2048_lars_linear-probe_90e.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
+pretrained = 'm3i://internimage_l_22k_192to384'
+
+model = dict(
+    backbone=dict(
+        arch='l', init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    neck=[
+        dict(type='GlobalAveragePooling'),
+        dict(type='ClsBatchNormNeck', input_features=1280),
+    ],
+    head=dict(in_channels=1280))

@@ -1,0 +1,23 @@
+# UperNet with InternImage-T on ADE20k: 512 x 512 crops, 160k iterations at batch 16, AdamW lr 6e-5:
+# the official recipe (47.9 mIoU single-scale from the ImageNet-1k internimage_t_1k_224).
+# Point the backbone at your M3I checkpoint with
+#   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/<m3i run>/backbone.pth
+# (`pretrained=...` alone does not reach init_cfg: see configs/README.md).
+_base_ = [
+    '../_base_/models/upernet_internimage.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    '../_base_/schedules/seg_adamw_poly_160k.py',
+    'mmseg::_base_/default_runtime.py',
+]
+pretrained = 'm3i://internimage_t_1k_224'
+crop_size = (512, 512)
+
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        arch='t',
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    decode_head=dict(in_channels=[64, 128, 256, 512]),
+    auxiliary_head=dict(in_channels=256))
+train_dataloader = dict(batch_size=2)

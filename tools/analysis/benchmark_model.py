@@ -1,0 +1,186 @@
+#!/usr/bin/env python
+"""Benchmark InternImage classification models: inference latency/throughput and training.
+
+``--official PATH`` (an OpenGVLab/InternImage checkout) builds the official model with the
+same variant and times it in the same run, so ratios come from one machine and one moment.
+The official model runs with its pure-PyTorch core (``core_op='DCNv3_pytorch'``) unless
+``--official-core DCNv3`` (its compiled CUDA op, if built) is given; it needs ``timm``.
+
+    # CPU: latency per 224-px image at batch 1 (the anchors.md protocol)
+    python tools/analysis/benchmark_model.py --device cpu --mode infer --batch 1 \
+        --official ~/InternImage
+    # GPU: training throughput (bf16 autocast, AdamW) and inference (batch 256)
+    python tools/analysis/benchmark_model.py --device cuda --mode train --batch 64 --compile
+    python tools/analysis/benchmark_model.py --device cuda --mode infer --batch 256 \
+        --dtype fp16 --compile
+
+Reported: ms per iteration (median over ``--iters`` after ``--warmup``), images/s and, on
+CUDA, the peak memory of the measured iterations.
+"""
+import argparse
+import os.path as osp
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+# the official classification configs' model settings per variant (T..XL)
+OFFICIAL_ARGS = {
+    't': dict(channels=64, depths=[4, 4, 18, 4], groups=[4, 8, 16, 32], offset_scale=1.0,
+              mlp_ratio=4.0, post_norm=False, layer_scale=None),
+    's': dict(channels=80, depths=[4, 4, 21, 4], groups=[5, 10, 20, 40], offset_scale=1.0,
+              mlp_ratio=4.0, post_norm=True, layer_scale=1e-5),
+    'b': dict(channels=112, depths=[4, 4, 21, 4], groups=[7, 14, 28, 56], offset_scale=1.0,
+              mlp_ratio=4.0, post_norm=True, layer_scale=1e-5),
+}
+
+
+def build_ours(arch: str, backend: str) -> nn.Module:
+    """InternImage + the official T-XL head as an mmpretrain ImageClassifier."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+
+    import m3i_mm  # noqa: F401
+    init_default_scope('mmpretrain')
+    cfg = Config.fromfile(osp.join(osp.dirname(osp.dirname(osp.dirname(
+        osp.abspath(__file__)))), 'configs', '_base_', 'models', 'internimage_cls.py'))
+    model_cfg = cfg.model
+    widths = dict(t=64, s=80, b=112)
+    model_cfg.backbone.update(arch=arch, dcn_backend=backend, drop_path_rate=0.1)
+    model_cfg.neck.in_channels = widths[arch] * 8
+    model_cfg.head.in_channels = int(widths[arch] * 8 * 1.5)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+
+    class Logits(nn.Module):
+        def __init__(self, classifier):
+            super().__init__()
+            self.classifier = classifier
+
+        def forward(self, x):
+            return self.classifier.head.fc(self.classifier.neck(
+                self.classifier.backbone(x))[-1])
+
+    return Logits(model)
+
+
+def build_official(root: str, arch: str, core_op: str) -> nn.Module:
+    from official_internimage import official_internimage_class
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its settings
+        return official_internimage_class(root)(core_op=core_op, num_classes=1000,
+                                                drop_path_rate=0.1, **OFFICIAL_ARGS[arch])
+
+
+def median_ms(step: Callable, device: str, warmup: int, iters: int) -> float:
+    for _ in range(warmup):
+        step()
+    if device == 'cuda':
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        step()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def bench(name: str, model: nn.Module, args) -> Dict[str, float]:
+    device, dtype = args.device, DTYPES[args.dtype]
+    model = model.to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    if args.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
+    if args.mode == 'infer':
+        model.eval()
+        fn = torch.compile(model) if args.compile else model
+
+        def step():
+            with torch.inference_mode(), autocast:
+                fn(images)
+    else:
+        model.train()
+        fn = torch.compile(model) if args.compile else model
+        labels = torch.randint(0, 1000, (args.batch, ), device=device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        scaler = torch.amp.GradScaler(device, enabled=dtype == torch.float16)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                loss = nn.functional.cross_entropy(fn(images), labels)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+    ms = median_ms(step, device, args.warmup, args.iters)
+    result = dict(ms=ms, img_s=args.batch / ms * 1e3)
+    if device == 'cuda':
+        result['peak_gb'] = torch.cuda.max_memory_allocated() / 1e9
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    peak = f', peak {result["peak_gb"]:.1f} GB' if 'peak_gb' in result else ''
+    print(f'{name:<28} {params:7.1f}M params  {ms:9.1f} ms/iter  {result["img_s"]:8.1f} img/s'
+          f'{peak}', flush=True)
+    return result
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--device', choices=('cpu', 'cuda'),
+                        default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--arch', choices=list(OFFICIAL_ARGS), default='t')
+    parser.add_argument('--mode', choices=('infer', 'train'), default='infer')
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--size', type=int, default=224)
+    parser.add_argument('--dtype', choices=list(DTYPES), default='fp32',
+                        help='autocast dtype (fp32: no autocast)')
+    parser.add_argument('--backend', default='auto', help='our DCNv3 backend')
+    parser.add_argument('--compile', action='store_true', help='torch.compile the models')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='channels-last input and weights')
+    parser.add_argument('--official', help='OpenGVLab/InternImage checkout to compare with')
+    parser.add_argument('--official-core', default='DCNv3_pytorch',
+                        choices=('DCNv3_pytorch', 'DCNv3'))
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--threads', type=int, help='torch.set_num_threads (CPU)')
+    args = parser.parse_args(argv)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('error: --device cuda but torch sees no CUDA device')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device_name = torch.cuda.get_device_name() if args.device == 'cuda' else \
+        f'CPU, {torch.get_num_threads()} threads'
+    print(f'# InternImage-{args.arch.upper()} {args.mode}, batch {args.batch}, '
+          f'{args.size} px, {args.dtype}{", compiled" if args.compile else ""}: '
+          f'{device_name}, torch {torch.__version__}')
+    torch.manual_seed(0)
+    results = {'m3i_mm': bench(f'm3i_mm ({args.backend})', build_ours(args.arch, args.backend),
+                               args)}
+    if args.official:
+        results['official'] = bench(f'official ({args.official_core})',
+                                    build_official(args.official, args.arch,
+                                                   args.official_core), args)
+        ratio = results['official']['ms'] / results['m3i_mm']['ms']
+        print(f'm3i_mm is {ratio:.2f}x the speed of the official model '
+              f'({results["m3i_mm"]["ms"]:.1f} vs {results["official"]["ms"]:.1f} ms/iter)')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,55 @@
+"""Import the official InternImage code from a user's checkout, for side-by-side benchmarks.
+
+Nothing of the official code is copied into this repository: the benchmarks import it from
+a checkout the user gives (``git clone https://github.com/OpenGVLab/InternImage``) with
+``--official /path/to/InternImage``. Its compiled ``DCNv3`` extension is optional: without
+it the official PyTorch core (``dcnv3_core_pytorch``) is what runs, which is the CPU path
+users of the official code have. ``timm`` (for ``DropPath``) is needed only for the model.
+"""
+import importlib
+import os.path as osp
+import sys
+import types
+from typing import Callable
+
+
+def _add_classification_path(root: str) -> str:
+    folder = osp.join(root, 'classification')
+    if not osp.isdir(osp.join(folder, 'ops_dcnv3')):
+        raise SystemExit(f'--official {root!r}: no classification/ops_dcnv3 in it; give the '
+                         'root of an OpenGVLab/InternImage checkout')
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    # The official op module imports its compiled extension and pkg_resources at import
+    # time; stand-ins let the pure-PyTorch parts load where those are absent.
+    try:
+        importlib.import_module('DCNv3')
+    except ImportError:
+        sys.modules['DCNv3'] = types.ModuleType('DCNv3')
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        stub = types.ModuleType('pkg_resources')
+        stub.get_distribution = lambda name: types.SimpleNamespace(version='1.0')
+        sys.modules['pkg_resources'] = stub
+    return folder
+
+
+def official_dcnv3_core_pytorch(root: str) -> Callable:
+    """The official pure-PyTorch DCNv3 core, ``dcnv3_core_pytorch``."""
+    _add_classification_path(root)
+    return importlib.import_module('ops_dcnv3.functions.dcnv3_func').dcnv3_core_pytorch
+
+
+def official_dcnv3_cuda(root: str):
+    """The official CUDA ``DCNv3Function`` (None when its extension is not built)."""
+    _add_classification_path(root)
+    if not hasattr(sys.modules['DCNv3'], 'dcnv3_forward'):
+        return None
+    return importlib.import_module('ops_dcnv3.functions.dcnv3_func').DCNv3Function
+
+
+def official_internimage_class(root: str):
+    """The official ``InternImage`` classification model class."""
+    _add_classification_path(root)
+    return importlib.import_module('models.intern_image').InternImage
