@@ -12,7 +12,8 @@ pure-PyTorch core and, if its extension is built, the official CUDA op, side by 
     python tools/analysis/benchmark_dcnv3.py --device cpu --official ~/InternImage
 
 Columns: median ms (CUDA: ``triton.testing.do_bench`` when Triton is present, else CUDA
-events; CPU: median of ``--repeats`` runs after a warm-up), achieved bandwidth = floor bytes
+events; CPU: median of ``--repeats`` rounds in which the backends take turns, so that
+the noise of a shared machine hits all of them alike), achieved bandwidth = floor bytes
 / time, ``x floor`` = time / memory-floor time, and ``saved MB`` = bytes the autograd graph
 keeps for backward (from ``saved_tensors_hooks``; with ``--device cuda`` also the peak
 memory of forward+backward). The floor counts input, offset, mask read once and output
@@ -33,6 +34,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 from m3i_mm.ops import dcnv3  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 # name: (N, H, W, groups, group channels)
 GPU_SHAPES = {
@@ -93,29 +95,14 @@ def runners(device: str, official: Optional[str]) -> Dict[str, Callable]:
 
 
 def time_ms(fn: Callable, device: str, repeats: int) -> float:
+    """Median ms: ``triton.testing.do_bench`` on CUDA when Triton is installed."""
     if device == 'cuda':
         try:
             from triton.testing import do_bench
             return float(do_bench(fn))
         except ImportError:
-            fn()
-            torch.cuda.synchronize()
-            times = []
-            for _ in range(repeats):
-                start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
-            return statistics.median(times)
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+            pass
+    return median_ms(fn, device, warmup=1, iters=repeats)
 
 
 def saved_bytes(fn: Callable, inputs: List[torch.Tensor]) -> int:
@@ -148,7 +135,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help='default: fp32 fp16 bf16 on CUDA, fp32 on CPU')
     parser.add_argument('--backends', nargs='*', help='subset of the available backends')
     parser.add_argument('--official', help='OpenGVLab/InternImage checkout to compare with')
-    parser.add_argument('--repeats', type=int, default=5, help='CPU runs per measurement')
+    parser.add_argument('--repeats', type=int, default=11,
+                        help='CPU rounds (every backend runs once per round)')
     parser.add_argument('--threads', type=int, help='torch.set_num_threads for the CPU')
     parser.add_argument('--bandwidth', type=float, help='device bandwidth for the floor, TB/s')
     parser.add_argument('--no-backward', action='store_true', help='forward only')
@@ -182,50 +170,81 @@ def main(argv: Optional[List[str]] = None) -> None:
     print('|---|---|---|---|---|---|---|---|---|---|')
     for name in names:
         shape = all_shapes[name]
-        g, c = shape[3], shape[4]
         for dtype_name in dtypes:
             dtype = DTYPES[dtype_name]
             fwd_bytes, total_bytes = floor_bytes(shape, dtype)
+            floor_f = fwd_bytes / bandwidth * 1e3
+            floor_t = total_bytes / bandwidth * 1e3
+            cases = {}
             for backend, fn in fns.items():
-                x, offset, mask = make_inputs(shape, dtype, args.device)
                 try:
-                    with torch.no_grad():
-                        fwd = time_ms(lambda: fn(x, offset, mask, g, c), args.device,
-                                      args.repeats)
-                    both = saved = peak = None
-                    if not args.no_backward:
-                        leaves = [t.detach().requires_grad_() for t in (x, offset, mask)]
-                        grad = torch.randn_like(x)
-
-                        def step():
-                            for t in leaves:
-                                t.grad = None
-                            fn(*leaves, g, c).backward(grad)
-
-                        if args.device == 'cuda':
-                            torch.cuda.synchronize()
-                            torch.cuda.reset_peak_memory_stats()
-                            base = torch.cuda.memory_allocated()
-                            step()
-                            torch.cuda.synchronize()
-                            peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-                        both = time_ms(step, args.device, args.repeats)
-                        saved = saved_bytes(lambda *t: fn(*t, g, c), leaves) / 2**20
+                    cases[backend] = prepare(fn, shape, dtype, args)
                 except Exception as e:  # one backend failing must not hide the others
                     print(f'| {name} | {dtype_name} | {backend} | failed: '
                           f'{type(e).__name__}: {str(e).splitlines()[0][:80]} |||||||')
-                    continue
-                floor_f = fwd_bytes / bandwidth * 1e3
-                floor_t = total_bytes / bandwidth * 1e3
+            fwd_ms = measure({b: c['fwd'] for b, c in cases.items()}, args)
+            both_ms = measure({b: c['step'] for b, c in cases.items() if c['step']}, args)
+            for backend, case in cases.items():
+                fwd, both = fwd_ms[backend], both_ms.get(backend)
 
                 def fmt(v, spec):
                     return 'n/a' if v is None else format(v, spec)
 
                 print(f'| {name} | {dtype_name} | {backend} | {fwd:.3f} | '
-                      f'{fwd_bytes / (fwd * 1e-3) / 1e9:.0f} | {fwd / floor_f:.1f} | '
+                      f'{fwd_bytes / (fwd * 1e-3) / 1e9:.2f} | {fwd / floor_f:.1f} | '
                       f'{fmt(both, ".3f")} | '
-                      f'{fmt(both and both / floor_t, ".1f")} | {fmt(saved, ".1f")} | '
-                      f'{fmt(peak, ".1f")} |', flush=True)
+                      f'{fmt(both and both / floor_t, ".1f")} | {fmt(case["saved"], ".1f")} | '
+                      f'{fmt(case["peak"], ".1f")} |', flush=True)
+
+
+def prepare(fn: Callable, shape, dtype, args) -> dict:
+    """Closures for one backend: forward (no grad) and forward+backward, run once each."""
+    g, c = shape[3], shape[4]
+    x, offset, mask = make_inputs(shape, dtype, args.device)
+
+    def fwd():
+        with torch.no_grad():
+            fn(x, offset, mask, g, c)
+
+    fwd()
+    case = dict(fwd=fwd, step=None, saved=None, peak=None)
+    if args.no_backward:
+        return case
+    leaves = [t.detach().requires_grad_() for t in (x, offset, mask)]
+    grad = torch.randn_like(x)
+
+    def step():
+        for t in leaves:
+            t.grad = None
+        fn(*leaves, g, c).backward(grad)
+
+    if args.device == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        case['peak'] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        step()
+    case['step'] = step
+    case['saved'] = saved_bytes(lambda *t: fn(*t, g, c), leaves) / 2**20
+    return case
+
+
+def measure(steps: Dict[str, Callable], args) -> Dict[str, float]:
+    """Median ms per backend. On CPU the backends take turns, one call each per round, so
+    that a slow phase of a noisy machine hits all of them alike; on CUDA each is timed with
+    :func:`time_ms`."""
+    if args.device == 'cuda':
+        return {name: time_ms(step, 'cuda', args.repeats) for name, step in steps.items()}
+    times: Dict[str, List[float]] = {name: [] for name in steps}
+    for _ in range(args.repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 if __name__ == '__main__':

@@ -20,14 +20,15 @@ The text encoder keeps the config's architecture but is randomly initialised fro
 import argparse
 import copy
 import os.path as osp
-import statistics
 import sys
-import time
 from typing import Callable, List, Optional
 
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+from timing import median_ms  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/m3i/m3i_internimage-t_16xb128-100k_in1k-cc12m.py'
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -82,20 +83,13 @@ def m3i_batch(n: int, size: int, device: str):
 
 
 def timed(step: Callable, device: str, warmup: int, iters: int):
-    for _ in range(warmup):
-        step()
+    """Median ms/step and, on CUDA, the peak memory (GB) of the timed steps."""
     if device == 'cuda':
+        step()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    peak = torch.cuda.max_memory_allocated() / 1e9 if device == 'cuda' else None
-    return statistics.median(times), peak
+    ms = median_ms(step, device, warmup, iters)
+    return ms, torch.cuda.max_memory_allocated() / 1e9 if device == 'cuda' else None
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -152,7 +146,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f'{name:<11} {count:8.1f}M trainable  {ms:9.1f} ms/step  '
               f'{args.batch / ms * 1e3:8.1f} img/s{mem}', flush=True)
         model.cpu()
-        del optimizer
         if device == 'cuda':
             torch.cuda.empty_cache()
     device_name = torch.cuda.get_device_name() if device == 'cuda' else 'CPU'

@@ -14,14 +14,14 @@ The official model runs with its pure-PyTorch core (``core_op='DCNv3_pytorch'``)
     python tools/analysis/benchmark_model.py --device cuda --mode infer --batch 256 \
         --dtype fp16 --compile
 
-Reported: ms per iteration (median over ``--iters`` after ``--warmup``), images/s and, on
-CUDA, the peak memory of the measured iterations.
+Reported: ms per iteration (median over ``--iters`` after ``--warmup``; on the CPU the
+models take turns, one iteration each per round), images/s and, on CUDA, the peak memory
+of the measured iterations.
 """
 import argparse
 import os.path as osp
 import statistics
 import sys
-import time
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -29,6 +29,8 @@ import torch.nn as nn
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+from timing import median_ms  # noqa: E402
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 # the official classification configs' model settings per variant (T..XL)
@@ -81,22 +83,8 @@ def build_official(root: str, arch: str, core_op: str) -> nn.Module:
                                                 drop_path_rate=0.1, **OFFICIAL_ARGS[arch])
 
 
-def median_ms(step: Callable, device: str, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        step()
-    if device == 'cuda':
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def bench(name: str, model: nn.Module, args) -> Dict[str, float]:
+def make_step(model: nn.Module, args) -> Callable[[], None]:
+    """One inference batch or one optimiser step of ``model`` on synthetic images."""
     device, dtype = args.device, DTYPES[args.dtype]
     model = model.to(device)
     if args.channels_last:
@@ -127,17 +115,31 @@ def bench(name: str, model: nn.Module, args) -> Dict[str, float]:
             scaler.step(optimizer)
             scaler.update()
 
-    if device == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-    ms = median_ms(step, device, args.warmup, args.iters)
-    result = dict(ms=ms, img_s=args.batch / ms * 1e3)
-    if device == 'cuda':
-        result['peak_gb'] = torch.cuda.max_memory_allocated() / 1e9
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    peak = f', peak {result["peak_gb"]:.1f} GB' if 'peak_gb' in result else ''
-    print(f'{name:<28} {params:7.1f}M params  {ms:9.1f} ms/iter  {result["img_s"]:8.1f} img/s'
-          f'{peak}', flush=True)
-    return result
+    return step
+
+
+def run_interleaved(steps: Dict[str, Callable[[], None]], args) -> Dict[str, dict]:
+    """Median ms per model. On CPU the models take turns, one iteration each per round
+    (a noisy machine then slows all alike); on CUDA each is timed alone, with its peak
+    memory."""
+    results = {}
+    if args.device == 'cuda':
+        for name, step in steps.items():
+            for _ in range(args.warmup):
+                step()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            ms = median_ms(step, 'cuda', 0, args.iters)
+            results[name] = dict(ms=ms, peak_gb=torch.cuda.max_memory_allocated() / 1e9)
+        return results
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(args.iters):
+        for name, step in steps.items():
+            times[name].append(median_ms(step, 'cpu', 0, 1))
+    return {name: dict(ms=statistics.median(t)) for name, t in times.items()}
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -171,16 +173,21 @@ def main(argv: Optional[List[str]] = None) -> None:
           f'{args.size} px, {args.dtype}{", compiled" if args.compile else ""}: '
           f'{device_name}, torch {torch.__version__}')
     torch.manual_seed(0)
-    results = {'m3i_mm': bench(f'm3i_mm ({args.backend})', build_ours(args.arch, args.backend),
-                               args)}
+    models = {f'm3i_mm ({args.backend})': build_ours(args.arch, args.backend)}
     if args.official:
-        results['official'] = bench(f'official ({args.official_core})',
-                                    build_official(args.official, args.arch,
-                                                   args.official_core), args)
-        ratio = results['official']['ms'] / results['m3i_mm']['ms']
-        print(f'm3i_mm is {ratio:.2f}x the speed of the official model '
-              f'({results["m3i_mm"]["ms"]:.1f} vs {results["official"]["ms"]:.1f} ms/iter)')
-
+        models[f'official ({args.official_core})'] = build_official(
+            args.official, args.arch, args.official_core)
+    steps = {name: make_step(model, args) for name, model in models.items()}
+    results = run_interleaved(steps, args)
+    for name, result in results.items():
+        params = sum(p.numel() for p in models[name].parameters()) / 1e6
+        peak = f', peak {result["peak_gb"]:.1f} GB' if 'peak_gb' in result else ''
+        print(f'{name:<28} {params:7.1f}M params  {result["ms"]:9.1f} ms/iter  '
+              f'{args.batch / result["ms"] * 1e3:8.1f} img/s{peak}', flush=True)
+    if args.official:
+        ours, official = (r['ms'] for r in results.values())
+        print(f'm3i_mm is {official / ours:.2f}x the speed of the official model '
+              f'({ours:.1f} vs {official:.1f} ms/iter)')
 
 if __name__ == '__main__':
     main()

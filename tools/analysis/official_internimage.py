@@ -20,18 +20,25 @@ def _add_classification_path(root: str) -> str:
                          'root of an OpenGVLab/InternImage checkout')
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    # The official op module imports its compiled extension and pkg_resources at import
-    # time; stand-ins let the pure-PyTorch parts load where those are absent.
+    # The official op module imports its compiled extension and asks pkg_resources for the
+    # extension's version at import time; stand-ins let the pure-PyTorch parts load where
+    # the extension is not built.
     try:
         importlib.import_module('DCNv3')
     except ImportError:
         sys.modules['DCNv3'] = types.ModuleType('DCNv3')
-    try:
-        import pkg_resources  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType('pkg_resources')
-        stub.get_distribution = lambda name: types.SimpleNamespace(version='1.0')
-        sys.modules['pkg_resources'] = stub
+        try:
+            import pkg_resources
+        except ImportError:
+            pkg_resources = sys.modules['pkg_resources'] = types.ModuleType('pkg_resources')
+        real = getattr(pkg_resources, 'get_distribution', None)
+
+        def get_distribution(name):
+            if name == 'DCNv3' or real is None:
+                return types.SimpleNamespace(version='0')
+            return real(name)
+
+        pkg_resources.get_distribution = get_distribution
     return folder
 
 

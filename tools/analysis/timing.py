@@ -1,0 +1,25 @@
+"""Wall-clock timing shared by the benchmark scripts."""
+import statistics
+import time
+from typing import Callable
+
+
+def median_ms(step: Callable[[], object], device: str, warmup: int, iters: int) -> float:
+    """Median milliseconds of ``step()`` over ``iters`` runs after ``warmup`` runs.
+
+    On CUDA the device is synchronised around every run, so the time covers the kernels.
+    """
+    import torch
+    cuda = device == 'cuda'
+    for _ in range(warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
