@@ -72,8 +72,9 @@ def report_finished(runner) -> None:
     from mmengine.dist import get_dist_info
     rank, world_size = get_dist_info()
     model = getattr(runner.model, 'module', runner.model)
-    with torch.no_grad():
-        checksum = sum(float(p.double().sum()) for p in model.parameters())
+    with torch.no_grad():  # sharded (FSDP2 DTensor) parameters are gathered first
+        checksum = sum(float((p.full_tensor() if hasattr(p, 'full_tensor') else p).double().sum())
+                       for p in model.parameters())
     print(f'[m3i_mm] rank {rank}/{world_size} finished training at iter {runner.iter}, '
           f'parameter checksum {checksum:.10e}', flush=True)
 
