@@ -75,8 +75,11 @@ def report_finished(runner) -> None:
     with torch.no_grad():  # sharded (FSDP2 DTensor) parameters are gathered first
         checksum = sum(float((p.full_tensor() if hasattr(p, 'full_tensor') else p).double().sum())
                        for p in model.parameters())
-    print(f'[m3i_mm] rank {rank}/{world_size} finished training at iter {runner.iter}, '
-          f'parameter checksum {checksum:.10e}', flush=True)
+    # one write per line: ranks share the terminal, and print() writes the text and the
+    # newline separately, which lets two ranks' lines run together
+    sys.stdout.write(f'[m3i_mm] rank {rank}/{world_size} finished training at iter '
+                     f'{runner.iter}, parameter checksum {checksum:.10e}\n')
+    sys.stdout.flush()
 
 
 def main(argv=None) -> None:

@@ -120,6 +120,19 @@ def add_common_args(parser) -> None:
                         help=argparse.SUPPRESS)
 
 
+def finish_distributed() -> None:
+    """Tear the process group down before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's threads can still be joinable when their C++
+    objects are destroyed, and the rank dies with ``terminate called without an active
+    exception`` (SIGABRT) after finishing its work.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def run_cli(main) -> None:
     """Run ``main()``; user errors (bad config path, unknown type) become one clear line.
 
@@ -127,6 +140,7 @@ def run_cli(main) -> None:
     """
     try:
         main()
+        finish_distributed()
     except (ConfigLoadError, FileNotFoundError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         is_user_error = not isinstance(exc, KeyError) or 'registry' in str(msg)
