@@ -13,29 +13,31 @@ import cv2
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform, Compose
+import mmpretrain.datasets.transforms  # noqa: F401  (registers the default views' transforms)
 from mmpretrain.structures import DataSample
 
 from m3i_mm.registry import TRANSFORMS
 
 Box = Tuple[float, float, float, float]
 
-#: SiameseIM view 1 (input view) and view 2 (target view) photometric augmentations.
-DEFAULT_VIEW1_PIPELINE = [
+# Scoped names (RandomApply is mmcv's, in the root registry): M3IViews also works where
+# mmpretrain is not the default scope.
+_COLOUR_PIPELINE = [
     dict(type='RandomApply', prob=0.8, transforms=[
         dict(type='m3i_mm.ColorJitter', brightness=0.4, contrast=0.4, saturation=0.2,
              hue=0.1)]),
-    dict(type='RandomGrayscale', prob=0.2, keep_channels=True,
+    dict(type='mmpretrain.RandomGrayscale', prob=0.2, keep_channels=True,
          channel_weights=(0.114, 0.587, 0.2989)),
-    dict(type='GaussianBlur', magnitude_range=(0.1, 2.0), magnitude_std='inf', prob=1.0),
 ]
-DEFAULT_VIEW2_PIPELINE = [
-    dict(type='RandomApply', prob=0.8, transforms=[
-        dict(type='m3i_mm.ColorJitter', brightness=0.4, contrast=0.4, saturation=0.2,
-             hue=0.1)]),
-    dict(type='RandomGrayscale', prob=0.2, keep_channels=True,
-         channel_weights=(0.114, 0.587, 0.2989)),
-    dict(type='GaussianBlur', magnitude_range=(0.1, 2.0), magnitude_std='inf', prob=0.1),
-    dict(type='Solarize', thr=128, prob=0.2),
+#: SiameseIM view 1 (input view) and view 2 (target view) photometric augmentations.
+DEFAULT_VIEW1_PIPELINE = _COLOUR_PIPELINE + [
+    dict(type='mmpretrain.GaussianBlur', magnitude_range=(0.1, 2.0), magnitude_std='inf',
+         prob=1.0),
+]
+DEFAULT_VIEW2_PIPELINE = _COLOUR_PIPELINE + [
+    dict(type='mmpretrain.GaussianBlur', magnitude_range=(0.1, 2.0), magnitude_std='inf',
+         prob=0.1),
+    dict(type='mmpretrain.Solarize', thr=128, prob=0.2),
 ]
 
 
