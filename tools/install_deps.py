@@ -13,7 +13,7 @@ the project's ``.venv``; a user with their own environment runs
    toolkit is found, and a GPU is visible or ``FORCE_CUDA=1`` is set (then
    ``TORCH_CUDA_ARCH_LIST`` picks the architectures). The built wheel is cached under
    ``$M3I_MM_HOME`` (default ``~/.cache/m3i_mm``, m3i_mm's one cache root), keyed by
-   Python, torch and CUDA settings, so a second install takes seconds.
+   Python, torch and CUDA settings, so a second install skips the build.
 3. The rest of ``requirements/runtime.txt`` (and ``requirements/tests.txt`` with
    ``--tests``), then m3i_mm itself (editable with ``--editable``).
 

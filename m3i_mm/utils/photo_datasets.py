@@ -318,6 +318,17 @@ def _write_split_images(root: str, split: str, items: Sequence[PhotoRegions]) ->
         Image.fromarray(item.image).save(osp.join(root, _image_file(split, i)), quality=95)
 
 
+def _write_instance_split(root: str, split: str, items: Sequence[PhotoRegions],
+                          ann_name: str, **content) -> str:
+    """The split's images and its annotation file ``root/annotations/<ann_name>``."""
+    import json
+    _write_split_images(root, split, items)
+    path = osp.join(root, 'annotations', ann_name)
+    with open(path, 'w') as f:
+        json.dump(content, f)
+    return path
+
+
 def _instance_annotations(items: Sequence[PhotoRegions]) -> List[dict]:
     annotations = []
     for i, item in enumerate(items):
@@ -330,31 +341,30 @@ def _instance_annotations(items: Sequence[PhotoRegions]) -> List[dict]:
     return annotations
 
 
-def write_coco_instances(root: str, photos: Sequence[str] = DENSE_PHOTOS,
-                         size: int = 128) -> Dict[str, str]:
+def write_coco_instances(root: str, photos: Sequence[str] = DENSE_PHOTOS, size: int = 128,
+                         regions: Optional[Sequence[PhotoRegions]] = None) -> Dict[str, str]:
     """A COCO-2017-layout instance set: ``root/{train,val}2017/*.jpg`` and
     ``root/annotations/instances_{train,val}2017.json`` (polygon masks, classes
-    :data:`TONE_CLASSES`). Returns the annotation file per split."""
-    import json
-    items = photo_regions(photos, size)
+    :data:`TONE_CLASSES`). ``regions``: :func:`photo_regions` already computed (then
+    ``photos`` and ``size`` are not used). Returns the annotation file per split."""
+    items = regions if regions is not None else photo_regions(photos, size)
     os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
     categories = [dict(id=i + 1, name=name, supercategory='tone')
                   for i, name in enumerate(TONE_CLASSES)]
     annotations = [dict(ann, iscrowd=0) for ann in _instance_annotations(items)]
     files = {}
     for split in DENSE_SPLITS:
-        _write_split_images(root, split, items)
         images = [dict(id=i + 1, file_name=osp.basename(_image_file(split, i)),
                        height=item.image.shape[0], width=item.image.shape[1])
                   for i, item in enumerate(items)]
-        files[split] = osp.join(root, 'annotations', f'instances_{split}2017.json')
-        with open(files[split], 'w') as f:
-            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+        files[split] = _write_instance_split(
+            root, split, items, f'instances_{split}2017.json', images=images,
+            annotations=annotations, categories=categories)
     return files
 
 
-def write_lvis_instances(root: str, photos: Sequence[str] = DENSE_PHOTOS,
-                         size: int = 128) -> Dict[str, str]:
+def write_lvis_instances(root: str, photos: Sequence[str] = DENSE_PHOTOS, size: int = 128,
+                         regions: Optional[Sequence[PhotoRegions]] = None) -> Dict[str, str]:
     """An LVIS-v1-layout instance set: ``root/{train,val}2017/*.jpg`` and
     ``root/annotations/lvis_v1_{train,val}.json``.
 
@@ -364,11 +374,10 @@ def write_lvis_instances(root: str, photos: Sequence[str] = DENSE_PHOTOS,
     ``not_exhaustive_category_ids`` (none); categories carry ``image_count``,
     ``instance_count`` and a ``frequency`` group. The groups are ranked within this tiny
     set (fewest images: ``r``, most: ``f``, the rest: ``c``) because LVIS's absolute
-    thresholds (10 and 100 images) would make every class rare. Returns the annotation
-    file per split.
+    thresholds (10 and 100 images) would make every class rare. ``regions`` as for
+    :func:`write_coco_instances`. Returns the annotation file per split.
     """
-    import json
-    items = photo_regions(photos, size)
+    items = regions if regions is not None else photo_regions(photos, size)
     os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
     annotations = _instance_annotations(items)
     image_ids = {c: set() for c in range(1, len(TONE_CLASSES) + 1)}
@@ -386,7 +395,6 @@ def write_lvis_instances(root: str, photos: Sequence[str] = DENSE_PHOTOS,
                    'instance_count': instance_count[c]} for c in image_ids]
     files = {}
     for split in DENSE_SPLITS:
-        _write_split_images(root, split, items)
         images = []
         for i, item in enumerate(items):
             present = {c for c, ids in image_ids.items() if i + 1 in ids}
@@ -395,19 +403,20 @@ def write_lvis_instances(root: str, photos: Sequence[str] = DENSE_PHOTOS,
                 coco_url=f'http://images.cocodataset.org/{_image_file(split, i)}',
                 neg_category_ids=sorted(set(image_ids) - present),
                 not_exhaustive_category_ids=[]))
-        files[split] = osp.join(root, 'annotations', f'lvis_v1_{split}.json')
-        with open(files[split], 'w') as f:
-            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+        files[split] = _write_instance_split(
+            root, split, items, f'lvis_v1_{split}.json', images=images,
+            annotations=annotations, categories=categories)
     return files
 
 
-def write_ade20k_folder(root: str, photos: Sequence[str] = DENSE_PHOTOS,
-                        size: int = 128) -> Dict[str, str]:
+def write_ade20k_folder(root: str, photos: Sequence[str] = DENSE_PHOTOS, size: int = 128,
+                        regions: Optional[Sequence[PhotoRegions]] = None) -> Dict[str, str]:
     """An ADEChallengeData2016-layout set: ``root/images/{training,validation}/*.jpg`` and
     ``root/annotations/{training,validation}/*.png`` label maps (0 = ignore, class ``i``
     of :data:`TONE_CLASSES` stored as ``i + 1``; mmseg's ``reduce_zero_label=True`` maps
-    them back to ``i``). Returns the annotation folder per split."""
-    items = photo_regions(photos, size)
+    them back to ``i``). ``regions`` as for :func:`write_coco_instances`. Returns the
+    annotation folder per split."""
+    items = regions if regions is not None else photo_regions(photos, size)
     folders = {}
     for split in ('training', 'validation'):
         prefix = 'train' if split == 'training' else 'val'
@@ -428,9 +437,10 @@ def write_demo_datasets(root: str = 'data/demo') -> Dict[str, str]:
     (ImageNet-style folders, 64 px), ``coco``, ``lvis`` and ``ade``. Returns their roots."""
     roots = {name: osp.join(root, name) for name in ('cls', 'coco', 'lvis', 'ade')}
     write_classification_folder(roots['cls'], size=64)
-    write_coco_instances(roots['coco'])
-    write_lvis_instances(roots['lvis'])
-    write_ade20k_folder(roots['ade'])
+    regions = photo_regions()  # one segmentation of the photos serves all three sets
+    write_coco_instances(roots['coco'], regions=regions)
+    write_lvis_instances(roots['lvis'], regions=regions)
+    write_ade20k_folder(roots['ade'], regions=regions)
     return roots
 
 

@@ -11,7 +11,6 @@ backbone part with ``init_cfg=dict(type='Pretrained', checkpoint=OUT, prefix='ba
 ``--backbone-only`` keeps only the backbone (keys without prefix).
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -19,6 +18,7 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from m3i_mm.utils.io import atomic_torch_save  # noqa: E402
 from m3i_mm.zoo.internimage import convert_internimage  # noqa: E402
 
 
@@ -39,9 +39,7 @@ def main(argv=None) -> None:
         converted['state_dict'] = {k[len('backbone.'):]: v
                                    for k, v in converted['state_dict'].items()
                                    if k.startswith('backbone.')}
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save(converted, args.dst + '.part')
-    os.replace(args.dst + '.part', args.dst)
+    atomic_torch_save(converted, args.dst)
     groups = {}
     for key in converted['state_dict']:
         groups[key.split('.')[0]] = groups.get(key.split('.')[0], 0) + 1

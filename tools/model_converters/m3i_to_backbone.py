@@ -12,15 +12,13 @@ mmseg configs load it with::
                                      prefix='backbone.'))
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import List, Optional
 
-import torch
-
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from m3i_mm.utils.io import atomic_torch_save  # noqa: E402
 from m3i_mm.zoo import ConverterError, extract_m3i_backbone, load_checkpoint_file  # noqa: E402
 
 
@@ -33,9 +31,7 @@ def convert(src: str, dst: str, weights: str = 'auto') -> dict:
     if not osp.isfile(src):
         raise FileNotFoundError(f'checkpoint not found: {src!r}')
     converted = extract_m3i_backbone(load_checkpoint_file(src, map_location='cpu'), weights)
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    torch.save(converted, dst + '.part')
-    os.replace(dst + '.part', dst)
+    atomic_torch_save(converted, dst)
     return converted
 
 

@@ -80,6 +80,7 @@ from torch.distributed.tensor import DTensor
 from torch.utils._pytree import tree_map_only
 
 from m3i_mm.registry import FUNCTIONS, STRATEGIES
+from m3i_mm.utils.io import atomic_torch_save
 
 __all__ = ['FSDP2Strategy', 'DEFAULT_SHARD_MODULES', 'consolidate_sharded_checkpoint']
 
@@ -246,20 +247,13 @@ def _is_local(path: str) -> bool:
 
 
 def _atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary name next to ``path``, then rename into place."""
+    """Atomic local save (:func:`m3i_mm.utils.io.atomic_torch_save`); remote backends go
+    through mmengine's writer, which is not atomic."""
     if not _is_local(path):
         from mmengine.runner.checkpoint import save_checkpoint
-        save_checkpoint(obj, path)  # remote backends: mmengine's writer (not atomic)
+        save_checkpoint(obj, path)
         return
-    dirname = osp.dirname(osp.abspath(path))
-    os.makedirs(dirname, exist_ok=True)
-    tmp = osp.join(dirname, f'.{osp.basename(path)}.tmp-{os.getpid()}')
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    atomic_torch_save(obj, path)
 
 
 def _read_checkpoint(path: str) -> dict:

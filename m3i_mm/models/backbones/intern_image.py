@@ -16,6 +16,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
+from m3i_mm.models.layers.block_mask import expand_patch_mask
 from m3i_mm.models.layers.dcnv3 import DCNv3, build_activation
 from m3i_mm.registry import MODELS
 
@@ -348,11 +349,10 @@ class InternImage(BaseModule):
         if self.mask_token is None:
             raise ValueError('InternImage got a mask but was built with mask_token=False')
         n, h, w, _ = x.shape
-        if mask.dim() != 3 or mask.shape[0] != n or h % mask.shape[1] or w % mask.shape[2]:
+        if mask.shape[0] != n:
             raise ValueError(f'mask of shape {tuple(mask.shape)} does not tile the stem grid '
                              f'{(n, h, w)}')
-        cells = mask.repeat_interleave(h // mask.shape[1], 1).repeat_interleave(
-            w // mask.shape[2], 2)
+        cells = expand_patch_mask(mask, h, w)
         return torch.where(cells.unsqueeze(-1), self.mask_token.to(x.dtype), x)
 
     def _freeze_stages(self) -> None:

@@ -31,9 +31,25 @@ import torch
 
 from m3i_mm.registry import TASK_UTILS
 
-__all__ = ['BlockMaskGenerator']
+__all__ = ['BlockMaskGenerator', 'expand_patch_mask']
 
 GeneratorLike = Union[None, torch.Generator, np.random.Generator]
+
+
+def expand_patch_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Spread an ``(N, h, w)`` patch mask over a finer ``(N, height, width)`` grid.
+
+    Every patch covers a ``height / h`` x ``width / w`` block of cells (pixels of the image,
+    or cells of a backbone's stem output).
+
+    Raises:
+        ValueError: If the mask is not 3-D or its grid does not tile ``(height, width)``.
+    """
+    if mask.dim() != 3 or height % mask.shape[1] or width % mask.shape[2]:
+        raise ValueError(f'mask of shape {tuple(mask.shape)} does not tile the grid '
+                         f'{(height, width)}')
+    return mask.repeat_interleave(height // mask.shape[1], 1).repeat_interleave(
+        width // mask.shape[2], 2)
 
 
 def _to_hw(input_size: Union[int, Sequence[int]]) -> Tuple[int, int]:

@@ -88,3 +88,18 @@ def test_registry_and_bad_arguments():
         BlockMaskGenerator(14, mask_ratio=0.5, min_aspect=2.0)
     with pytest.raises(TypeError, match='generator'):
         BlockMaskGenerator(14, mask_ratio=0.5)(2, generator=42)
+
+
+def test_expand_patch_mask_covers_each_patch_block():
+    from m3i_mm.models.layers import expand_patch_mask
+    mask = torch.tensor([[[True, False], [False, True]]])
+    cells = expand_patch_mask(mask, 4, 6)
+    assert cells.shape == (1, 4, 6)
+    expected = torch.zeros(1, 4, 6, dtype=torch.bool)
+    expected[0, :2, :3] = True
+    expected[0, 2:, 3:] = True
+    assert torch.equal(cells, expected)
+    with pytest.raises(ValueError, match='does not tile'):
+        expand_patch_mask(mask, 5, 6)
+    with pytest.raises(ValueError, match='does not tile'):
+        expand_patch_mask(mask[0], 4, 6)
