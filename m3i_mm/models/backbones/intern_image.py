@@ -17,7 +17,8 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
 from m3i_mm.models.layers.block_mask import expand_patch_mask
-from m3i_mm.models.layers.dcnv3 import DCNv3, build_activation
+from m3i_mm.models.layers.dcnv3 import (DCNv3, ChannelsLastConv2d, activate,
+                                        build_activation, eager_inference)
 from m3i_mm.registry import MODELS
 
 
@@ -29,12 +30,12 @@ class StemLayer(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, out_channels // 2, 3, stride=2, padding=1)
         self.norm1 = nn.LayerNorm(out_channels // 2, eps=1e-6)
         self.act = build_activation(act_layer)
-        self.conv2 = nn.Conv2d(out_channels // 2, out_channels, 3, stride=2, padding=1)
+        self.conv2 = ChannelsLastConv2d(out_channels // 2, out_channels, 3, stride=2, padding=1)
         self.norm2 = nn.LayerNorm(out_channels, eps=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """NCHW image in, ``(N, H/4, W/4, C)`` out."""
-        x = self.act(self.norm1(self.conv1(x).permute(0, 2, 3, 1)))
+        x = activate(self.act, self.norm1(self.conv1(x).permute(0, 2, 3, 1)))
         x = self.conv2(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.norm2(x)
 
@@ -44,7 +45,8 @@ class DownsampleLayer(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1, bias=False)
+        self.conv = ChannelsLastConv2d(channels, 2 * channels, 3, stride=2, padding=1,
+                                       bias=False)
         self.norm = nn.LayerNorm(2 * channels, eps=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +65,22 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        hidden = activate(self.act, self.fc1(x))
+        if self.drop.p == 0:  # (no module calls for nothing: 60 per image in InternImage-T)
+            return self.fc2(hidden)
+        return self.drop(self.fc2(self.drop(hidden)))
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _residual(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """``x + branch``; in eager inference added into ``branch`` (a fresh tensor of the block)
+    when that keeps the result's dtype, which saves an allocation per residual."""
+    if eager_inference() and branch.dtype == x.dtype and branch.shape == x.shape:
+        return branch.add_(x)
+    return x + branch
 
 
 class InternImageLayer(nn.Module):
@@ -112,21 +129,23 @@ class InternImageLayer(nn.Module):
             self.res_post_norm2 = nn.LayerNorm(channels, eps=1e-6)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        dp = self.drop_path
+        # drop-path is the identity outside training: not called then
+        dp = self.drop_path if self.training else _identity
+        add = _residual
         if self.layer_scale:
             if self.post_norm:
-                x = x + dp(self.gamma1 * self.norm1(self.dcn(x)))
-                return x + dp(self.gamma2 * self.norm2(self.mlp(x)))
-            x = x + dp(self.gamma1 * self.dcn(self.norm1(x)))
-            return x + dp(self.gamma2 * self.mlp(self.norm2(x)))
+                x = add(x, dp(self.gamma1 * self.norm1(self.dcn(x))))
+                return add(x, dp(self.gamma2 * self.norm2(self.mlp(x))))
+            x = add(x, dp(self.gamma1 * self.dcn(self.norm1(x))))
+            return add(x, dp(self.gamma2 * self.mlp(self.norm2(x))))
         if self.post_norm:
-            x = x + dp(self.norm1(self.dcn(x)))
-            return x + dp(self.norm2(self.mlp(x)))
+            x = add(x, dp(self.norm1(self.dcn(x))))
+            return add(x, dp(self.norm2(self.mlp(x))))
         if self.res_post_norm:
-            x = x + dp(self.res_post_norm1(self.dcn(self.norm1(x))))
-            return x + dp(self.res_post_norm2(self.mlp(self.norm2(x))))
-        x = x + dp(self.dcn(self.norm1(x)))
-        return x + dp(self.mlp(self.norm2(x)))
+            x = add(x, dp(self.res_post_norm1(self.dcn(self.norm1(x)))))
+            return add(x, dp(self.res_post_norm2(self.mlp(self.norm2(x)))))
+        x = add(x, dp(self.dcn(self.norm1(x))))
+        return add(x, dp(self.mlp(self.norm2(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.with_cp and x.requires_grad:

@@ -1,10 +1,12 @@
-"""Build settings of the DCNv3 CUDA extension, shared by setup.py and the JIT loader.
+"""Build settings of the DCNv3 CUDA extension, shared by setup.py and the JIT loader, and
+the log line of the extension loaders.
 
 Standard library only (setup.py loads this file by path, before m3i_mm is importable).
 """
 import glob
 import os
 import os.path as osp
+import sys
 from typing import List
 
 SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', 'dcnv3_cuda.cu')
@@ -66,3 +68,14 @@ def use_cuda_home() -> str:
         if cpp_extension is not None:  # already imported: it read CUDA_HOME at import
             cpp_extension.CUDA_HOME = home
     return home
+
+
+def log(message: str) -> None:
+    """One line to mmengine's current logger, or to stderr where mmengine is not installed
+    (the op runs without it, e.g. in ``tools/analysis/gpu_check.py``)."""
+    try:
+        from mmengine.logging import print_log
+    except ImportError:
+        print(message, file=sys.stderr, flush=True)
+        return
+    print_log(message, logger='current')

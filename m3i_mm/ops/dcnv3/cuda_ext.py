@@ -6,12 +6,11 @@ first use compiles the same source just in time with ``torch.utils.cpp_extension
 caches the build under ``$M3I_MM_HOME/torch_extensions`` (default ``~/.cache/m3i_mm``).
 """
 import functools
-import os
-import os.path as osp
 from types import ModuleType
 
 import torch
 
+from ...utils.cache_dir import cache_dir
 from . import build_config
 from .geometry import DCNv3Geometry
 
@@ -51,17 +50,12 @@ def load_extension() -> ModuleType:
             'dcnv3: the "cuda" backend needs a CUDA build of torch and a CUDA toolkit '
             f'(torch.version.cuda={torch.version.cuda}, CUDA_HOME={cuda_toolkit_home()!r}); '
             'use backend="triton" or "pytorch" instead')
-    from mmengine.logging import print_log
     build_config.use_cuda_home()
     from torch.utils.cpp_extension import load
-    from ...zoo.download import zoo_home  # the one cache root of m3i_mm
-    cache = zoo_home()
     tag = f'torch{torch.__version__}-cuda{torch.version.cuda}'.replace('+', '_')
-    build_dir = osp.join(cache, 'torch_extensions', tag)
-    os.makedirs(build_dir, exist_ok=True)
+    build_dir = cache_dir('torch_extensions', tag, create=True)
     build_config.set_default_arch_list(torch.cuda.is_available())
-    print_log(f'dcnv3: compiling the CUDA extension (first use; cached in {build_dir})',
-              logger='current')
+    build_config.log(f'dcnv3: compiling the CUDA extension (first use; cached in {build_dir})')
     return load(name='m3i_mm_dcnv3_cuda', sources=[build_config.SOURCE],
                 build_directory=build_dir, extra_cuda_cflags=build_config.NVCC_FLAGS,
                 extra_include_paths=build_config.wheel_include_dirs(), verbose=False)

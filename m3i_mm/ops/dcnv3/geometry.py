@@ -1,4 +1,6 @@
 """Argument checking and sampling geometry shared by every DCNv3 backend."""
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Tuple, Union
 
@@ -89,8 +91,9 @@ def make_geometry(channels: int, kernel_size: IntPair, stride: IntPair, padding:
     """Validate the static arguments and bundle them.
 
     Raises:
-        ValueError: when ``channels != group * group_channels``, sizes are not positive, or
-            ``remove_center`` is asked for with a kernel that has no single centre.
+        ValueError: when ``channels != group * group_channels``, sizes are not positive,
+            ``offset_scale`` is not a finite number > 0, or ``remove_center`` is asked for
+            with a kernel that has no single centre.
     """
     kh, kw = _pair(kernel_size, 'kernel_size')
     sh, sw = _pair(stride, 'stride')
@@ -105,6 +108,12 @@ def make_geometry(channels: int, kernel_size: IntPair, stride: IntPair, padding:
     if channels != group * group_channels:
         raise ValueError(f'dcnv3: input has {channels} channels but group x group_channels '
                          f'= {group} x {group_channels} = {group * group_channels}')
+    if isinstance(offset_scale, bool) or not isinstance(offset_scale, numbers.Real):
+        raise TypeError(f'dcnv3: offset_scale must be a number, got '
+                        f'{type(offset_scale).__name__} {offset_scale!r}')
+    if not math.isfinite(float(offset_scale)) or offset_scale <= 0:
+        raise ValueError(f'dcnv3: offset_scale must be a finite number > 0 (it scales the '
+                         f'sampling grid and the offsets), got {offset_scale!r}')
     if remove_center and (kh != kw or kh % 2 == 0):
         raise ValueError(f'dcnv3: remove_center needs an odd square kernel, got {(kh, kw)}')
     return DCNv3Geometry(kh, kw, sh, sw, ph, pw, dh, dw, group, group_channels,

@@ -291,3 +291,38 @@ def test_layer_depth_follows_the_official_decay():
         assert scale(f'backbone.levels.{i}.norm.weight') == pytest.approx(expected)
     assert scale('backbone.levels.3.norm.weight') == pytest.approx(1.0)
     assert scale('head.fc.weight') == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize('backend', ['pytorch', 'auto'])
+def test_an_empty_batch_gives_empty_features_and_gradients(backend):
+    """A batch of 0 (e.g. a data-parallel rank left without images) runs forward and
+    backward, in training (drop-path) and eval mode, with every DCNv3 backend on the CPU."""
+    model = tiny('h', out_indices=(0, 1, 2, 3), drop_path_rate=0.1, dcn_backend=backend)
+    model.init_weights()
+    for train in (True, False):
+        model.train(train)
+        x = torch.randn(0, 3, 64, 48, requires_grad=True)
+        outs = model(x)
+        assert [tuple(o.shape) for o in outs] == [(0, 16, 16, 12), (0, 32, 8, 6),
+                                                  (0, 64, 4, 3), (0, 128, 2, 2)]
+        sum(o.sum() for o in outs).backward()
+        assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize('family', ['t', 'h'])
+def test_eager_inference_matches_the_autograd_path_and_leaves_the_input_alone(family):
+    """Inference runs in-place residuals and activations, fused CPU kernels and cached
+    channels-last conv weights; the features equal those of the autograd path."""
+    torch.manual_seed(0)
+    model = tiny(family, out_indices=(0, 1, 2, 3)).double().eval()
+    model.init_weights()
+    for p in model.parameters():  # non-zero offsets and masks
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(2, 3, 64, 48, dtype=torch.float64)
+    expected = model(x)
+    copy_of_x = x.clone()
+    with torch.inference_mode():
+        outs = model(x)
+    torch.testing.assert_close(x, copy_of_x, rtol=0, atol=0)
+    for out, ref in zip(outs, expected):
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)

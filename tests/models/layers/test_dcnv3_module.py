@@ -60,3 +60,81 @@ def test_bad_configs_and_inputs_are_named():
         DCNv3(8, group=2, stride=2)
     with pytest.raises(ValueError, match=r'expects \(N, H, W, 8\)'):
         DCNv3(8, group=2)(torch.randn(1, 8, 4, 4).permute(0, 2, 3, 1)[..., :4])
+
+
+@pytest.mark.parametrize('backend', ['pytorch', 'auto'])
+def test_an_empty_batch_runs_forward_and_backward(backend):
+    m = DCNv3(16, group=2, center_feature_scale=True, backend=backend)
+    x = torch.randn(0, 5, 4, 16, requires_grad=True)
+    out = m(x)
+    assert out.shape == (0, 5, 4, 16)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    assert all(p.grad is not None and p.grad.abs().sum() == 0 for p in m.parameters())
+
+
+def test_the_cpu_extension_and_the_pytorch_path_agree_inside_the_module():
+    from m3i_mm.ops.dcnv3 import cpu_ext
+    if not cpu_ext.extension_available():
+        pytest.skip('the DCNv3 CPU extension cannot be built here (no C++ compiler)')
+    torch.manual_seed(0)
+    module = DCNv3(32, group=2, center_feature_scale=True, backend='pytorch').double()
+    for p in module.parameters():  # non-zero offsets/masks, unlike the init
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.randn(2, 6, 5, 32, dtype=torch.float64, requires_grad=True)
+    results = []
+    for backend in ('pytorch', 'cpu'):
+        module.backend = backend
+        out = module(x)
+        results.append([out, *torch.autograd.grad(out.square().sum(),
+                                                  [x, *module.parameters()])])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_eager_inference_paths_compute_what_training_computes():
+    """In eager inference the module runs its offset/mask branch through the CPU extension's
+    fused kernel (depth-wise conv, LayerNorm, GELU), activations in place and the conv with
+    a cached channels-last weight; the result matches the autograd path."""
+    from m3i_mm.models.layers import DepthwiseConvNormAct
+    from m3i_mm.ops.dcnv3 import cpu_ext
+    torch.manual_seed(0)
+    for dtype, kernel, bias in [(torch.float64, 3, True), (torch.float64, 5, False),
+                                (torch.float32, 3, True)]:
+        branch = DepthwiseConvNormAct(24, kernel).to(dtype)
+        if not bias:
+            branch.conv.bias = None
+        for p in branch.parameters():
+            torch.nn.init.normal_(p, std=0.5)
+        x = torch.randn(2, 7, 5, 24, dtype=dtype)
+        expected = branch(x)
+        with torch.inference_mode():
+            assert branch._fused(x) == cpu_ext.extension_available()
+            out = branch(x)
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+
+
+def test_inference_follows_every_kind_of_weight_update():
+    """No stale channels-last copy: in-place updates through ``.data`` (EMA averaging,
+    mmengine's EMAHook swap) do not bump the version counter and must still be seen."""
+    from m3i_mm.models.layers import ChannelsLastConv2d
+    torch.manual_seed(0)
+    conv = ChannelsLastConv2d(8, 16, 3, stride=2, padding=1)
+    x = torch.randn(1, 9, 9, 8).permute(0, 3, 1, 2)  # a channels-last view
+    with torch.inference_mode():
+        first = conv(x)
+    torch.testing.assert_close(first, torch.nn.functional.conv2d(x, conv.weight, conv.bias, 2,
+                                                                  1))
+    with torch.no_grad():
+        conv.weight.mul_(2)  # in place: same storage, new version
+    with torch.inference_mode():
+        torch.testing.assert_close(conv(x) - conv.bias.view(1, -1, 1, 1),
+                                   2 * (first - conv.bias.view(1, -1, 1, 1)))
+    conv.weight.data.mul_(0.5)  # through .data: same storage, same version
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), first)
+    conv.load_state_dict({'weight': torch.zeros_like(conv.weight), 'bias': conv.bias.detach()})
+    with torch.inference_mode():
+        torch.testing.assert_close(conv(x), conv.bias.view(1, -1, 1, 1).expand_as(first))
+    assert 'weight' in conv.state_dict() and len(conv.state_dict()) == 2

@@ -5,6 +5,10 @@
 // Accumulation is in float (double for double inputs); input gradients use atomics on a float
 // buffer, offset/mask gradients are reduced over the channels of a group with warp shuffles
 // when the group width is a power of two <= 32, with atomics otherwise.
+// Non-finite values follow the rule of every backend (tests/ops/dcnv3/
+// test_dcnv3_nan_semantics.py): a NaN location makes the point's contribution and its offset
+// and mask gradients NaN and sends nothing to grad_input; an infinite location is outside;
+// mask and input values enter plain IEEE arithmetic. Indices are never computed from NaN.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -24,8 +28,17 @@ template <typename acc_t>
 struct Point {
   acc_t frac_x, frac_y, mask;
   int x0, y0;
-  bool inside_x, inside_y;
+  bool inside_x, inside_y, nan;
 };
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t quiet_nan();
+template <>
+__device__ __forceinline__ float quiet_nan<float>() { return __int_as_float(0x7fffffff); }
+template <>
+__device__ __forceinline__ double quiet_nan<double>() {
+  return __longlong_as_double(0x7ff8000000000000ULL);
+}
 
 // Geometry of sampling point k of output pixel (ho, wo) in group g.
 template <typename scalar_t, typename offset_t, typename mask_t, typename acc_t>
@@ -42,11 +55,13 @@ __device__ __forceinline__ Point<acc_t> locate(const offset_t* offset, const mas
   acc_t loc_x = centre_x + (grid_x + static_cast<acc_t>(offset[point * 2])) * scale;
   acc_t loc_y = centre_y + (grid_y + static_cast<acc_t>(offset[point * 2 + 1])) * scale;
   Point<acc_t> p;
+  p.nan = isnan(loc_x) || isnan(loc_y);
   p.inside_x = loc_x > acc_t(-1) && loc_x < acc_t(width);
   p.inside_y = loc_y > acc_t(-1) && loc_y < acc_t(height);
-  // beyond (-1, size) every corner is outside; clamping keeps the int conversion safe
-  loc_x = min(max(loc_x, acc_t(-2)), acc_t(width + 1));
-  loc_y = min(max(loc_y, acc_t(-2)), acc_t(height + 1));
+  // beyond (-1, size) every corner is outside; clamping keeps the int conversion safe (and a
+  // NaN location, which min/max would silently turn into a bound, is moved outside too)
+  loc_x = p.nan ? acc_t(-2) : min(max(loc_x, acc_t(-2)), acc_t(width + 1));
+  loc_y = p.nan ? acc_t(-2) : min(max(loc_y, acc_t(-2)), acc_t(height + 1));
   const acc_t fx0 = floor(loc_x), fy0 = floor(loc_y);
   p.frac_x = loc_x - fx0;
   p.frac_y = loc_y - fy0;
@@ -84,6 +99,10 @@ __global__ void dcnv3_forward_kernel(const scalar_t* __restrict__ input,
   for (int k = 0; k < geo.points; ++k) {
     const int64_t point = qg * geo.points + k;
     const Point<acc_t> p = locate<scalar_t, offset_t, mask_t, acc_t>(offset, mask, point, ho, wo, k, height, width, geo);
+    if (p.nan) {
+      acc = quiet_nan<acc_t>();
+      break;
+    }
     const acc_t v00 = corner<scalar_t, acc_t>(plane, p.y0, p.x0, height, width, row_stride);
     const acc_t v01 = corner<scalar_t, acc_t>(plane, p.y0, p.x0 + 1, height, width, row_stride);
     const acc_t v10 = corner<scalar_t, acc_t>(plane, p.y0 + 1, p.x0, height, width, row_stride);
@@ -147,6 +166,7 @@ __global__ void dcnv3_backward_kernel(const scalar_t* __restrict__ input,
     acc_t g_mask = gy * (gx * d00 + p.frac_x * d01) + p.frac_y * (gx * d10 + p.frac_x * d11);
     acc_t g_x = p.inside_x ? p.mask * (gy * (d01 - d00) + p.frac_y * (d11 - d10)) * scale : acc_t(0);
     acc_t g_y = p.inside_y ? p.mask * (gx * (d10 - d00) + p.frac_x * (d11 - d01)) * scale : acc_t(0);
+    if (p.nan) g_mask = g_x = g_y = quiet_nan<acc_t>();
     if (use_shuffle) {
       g_mask = segment_sum(g_mask, geo.group_channels);
       g_x = segment_sum(g_x, geo.group_channels);
@@ -161,7 +181,7 @@ __global__ void dcnv3_backward_kernel(const scalar_t* __restrict__ input,
       atomicAdd(grad_offset + point * 2, g_x);
       atomicAdd(grad_offset + point * 2 + 1, g_y);
     }
-    if (need_input_grad && valid) {
+    if (need_input_grad && valid && !p.nan) {
       const acc_t w = gout * p.mask;
       atomic_corner(grad_plane, p.y0, p.x0, height, width, row_stride, w * gy * gx);
       atomic_corner(grad_plane, p.y0, p.x0 + 1, height, width, row_stride, w * gy * p.frac_x);
