@@ -7,12 +7,13 @@ each view through its own photometric pipeline of standard mmpretrain transforms
 ``DataSample`` carrying the optional label and caption, the source and the geometry.
 """
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
-import cv2
+import mmcv
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform, Compose
+from PIL import Image
 import mmpretrain.datasets.transforms  # noqa: F401  (registers the default views' transforms)
 from mmpretrain.structures import DataSample
 
@@ -26,8 +27,7 @@ _COLOUR_PIPELINE = [
     dict(type='RandomApply', prob=0.8, transforms=[
         dict(type='m3i_mm.ColorJitter', brightness=0.4, contrast=0.4, saturation=0.2,
              hue=0.1)]),
-    dict(type='mmpretrain.RandomGrayscale', prob=0.2, keep_channels=True,
-         channel_weights=(0.114, 0.587, 0.2989)),
+    dict(type='m3i_mm.RandomGrayscale', prob=0.2),
 ]
 #: SiameseIM view 1 (input view) and view 2 (target view) photometric augmentations.
 DEFAULT_VIEW1_PIPELINE = _COLOUR_PIPELINE + [
@@ -41,14 +41,37 @@ DEFAULT_VIEW2_PIPELINE = _COLOUR_PIPELINE + [
 ]
 
 
+def pil_gray(img: np.ndarray) -> np.ndarray:
+    """Luma of a BGR uint8 image as PIL's ``convert('L')`` computes it (ITU-R 601-2 weights
+    0.299 R + 0.587 G + 0.114 B in 16-bit fixed point, rounded): ``(H, W)`` uint8."""
+    bgr = img.astype(np.uint32)
+    luma = bgr[..., 2] * 19595 + bgr[..., 1] * 38470 + bgr[..., 0] * 7471 + 0x8000
+    return (luma >> 16).astype(np.uint8)
+
+
+def pil_blend(degenerate: Union[np.ndarray, int], img: np.ndarray, factor: float) -> np.ndarray:
+    """``PIL.Image.blend(degenerate, img, factor)``: ``degenerate + factor * (img -
+    degenerate)`` in float32, clipped to [0, 255] and truncated to uint8, as PIL does."""
+    base = np.asarray(degenerate, dtype=np.float32)
+    out = base + np.float32(factor) * (img.astype(np.float32) - base)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 @TRANSFORMS.register_module()
 class ColorJitter(BaseTransform):
-    """Random brightness, contrast, saturation and hue, applied in random order.
+    """Random brightness, contrast, saturation and hue, applied in random order, with the
+    arithmetic of torchvision's ``ColorJitter`` on PIL images (SiameseIM's augmentation).
 
     Factors are drawn uniformly from ``[1 - b, 1 + b]`` (brightness, contrast, saturation)
-    and ``[-h, h]`` (hue, in turns of the colour wheel), as torchvision does. Works on BGR
-    uint8 images. (mmcv 2.1's ``adjust_hue`` fails for negative hue shifts under numpy 2,
-    so mmpretrain's ColorJitter cannot be used with ``hue > 0``.)
+    and ``[-h, h]`` (hue, in turns of the colour wheel). On BGR uint8 images:
+
+    - brightness, contrast, saturation: a PIL blend (float32, truncated) of the image with
+      black, with its rounded mean luma, with its luma;
+    - hue: PIL's HSV (hue in 1/255 turns), hue channel + ``int(f * 255)`` (truncated toward
+      zero) modulo 256, back to RGB.
+
+    (mmcv 2.1's ``adjust_hue`` fails for negative hue shifts under numpy 2, so mmpretrain's
+    ColorJitter cannot be used with ``hue > 0``.)
     """
 
     def __init__(self, brightness: float = 0., contrast: float = 0., saturation: float = 0.,
@@ -60,23 +83,20 @@ class ColorJitter(BaseTransform):
                            hue=hue)
 
     @staticmethod
-    def _gray(img: np.ndarray) -> np.ndarray:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
-
-    def _apply(self, name: str, img: np.ndarray, factor: float) -> np.ndarray:
+    def adjust(name: str, img: np.ndarray, factor: float) -> np.ndarray:
+        """One adjustment of a BGR uint8 image by ``factor``."""
         if name == 'hue':
-            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV_FULL)
-            shift = int(round(factor * 256))
-            hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + shift) % 256).astype(np.uint8)
-            return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR_FULL)
-        img_f = img.astype(np.float32)
+            hsv = np.array(Image.fromarray(np.ascontiguousarray(img[..., ::-1])).convert('HSV'))
+            hsv[..., 0] += np.uint8(int(factor * 255) % 256)  # wraps modulo 256
+            return np.array(Image.fromarray(hsv, 'HSV').convert('RGB'))[..., ::-1].copy()
         if name == 'brightness':
-            out = img_f * factor
-        elif name == 'contrast':
-            out = factor * img_f + (1 - factor) * self._gray(img).mean()
-        else:  # saturation
-            out = factor * img_f + (1 - factor) * self._gray(img)[..., None]
-        return np.clip(out, 0, 255).astype(np.uint8)
+            return pil_blend(0, img, factor)
+        gray = pil_gray(img)
+        if name == 'contrast':
+            return pil_blend(int(gray.mean() + 0.5), img, factor)
+        if name == 'saturation':
+            return pil_blend(gray[..., None], img, factor)
+        raise ValueError(f'unknown colour adjustment {name!r}')
 
     def transform(self, results: dict) -> dict:
         img = results['img']
@@ -85,10 +105,31 @@ class ColorJitter(BaseTransform):
             spread = self.ranges[name]
             if spread == 0:
                 continue
-            centre = 0.0 if name == 'hue' else 1.0
-            img = self._apply(name, img, np.random.uniform(centre - spread, centre + spread))
+            # torchvision: hue in [-h, h]; the other factors in [max(0, 1 - s), 1 + s]
+            low, high = (-spread, spread) if name == 'hue' else (max(0.0, 1 - spread), 1 + spread)
+            img = self.adjust(name, img, np.random.uniform(low, high))
         results['img'] = img
         return results
+
+
+@TRANSFORMS.register_module()
+class RandomGrayscale(BaseTransform):
+    """With probability ``prob``, replace a BGR uint8 image by its luma in all three
+    channels, rounded as PIL's ``convert('L')`` (torchvision's ``RandomGrayscale`` on PIL
+    images, SiameseIM's augmentation; mmcv's truncates instead)."""
+
+    def __init__(self, prob: float = 0.1) -> None:
+        if not 0 <= prob <= 1:
+            raise ValueError(f'RandomGrayscale prob must be in [0, 1], got {prob}')
+        self.prob = prob
+
+    def transform(self, results: dict) -> dict:
+        if np.random.rand() < self.prob:
+            results['img'] = np.repeat(pil_gray(results['img'])[..., None], 3, axis=2)
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(prob={self.prob})'
 
 
 def sample_crop_box(height: int, width: int, scale: Tuple[float, float],
@@ -132,7 +173,11 @@ class M3IViews(BaseTransform):
         flip_prob: Probability of a horizontal flip per view.
         view1_pipeline: Photometric transforms of the input view (mmpretrain/mmcv types).
         view2_pipeline: Photometric transforms of the target view.
-        interpolation: cv2 interpolation name (``'bicubic'``, ``'bilinear'``).
+        interpolation: ``'bicubic'`` or ``'bilinear'``.
+        backend: ``'pillow'`` (default): PIL's resize, which SiameseIM uses (torchvision on
+            PIL images); it antialiases when shrinking (the filter support grows with the
+            scale factor). ``'cv2'``: OpenCV's resize, faster but without antialiasing, so
+            shrunk crops alias (up to 33 grey levels from PIL on a 400x280 -> 224 crop).
     """
 
     def __init__(self,
@@ -142,17 +187,21 @@ class M3IViews(BaseTransform):
                  flip_prob: float = 0.5,
                  view1_pipeline: Optional[List[dict]] = None,
                  view2_pipeline: Optional[List[dict]] = None,
-                 interpolation: str = 'bicubic') -> None:
+                 interpolation: str = 'bicubic',
+                 backend: str = 'pillow') -> None:
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f'scale must satisfy 0 < min <= max <= 1, got {scale}')
-        interpolations = {'bicubic': cv2.INTER_CUBIC, 'bilinear': cv2.INTER_LINEAR}
-        if interpolation not in interpolations:
-            raise ValueError(f'interpolation must be one of {list(interpolations)}')
+        if interpolation not in ('bicubic', 'bilinear'):
+            raise ValueError(f"interpolation must be 'bicubic' or 'bilinear', got "
+                             f'{interpolation!r}')
+        if backend not in ('pillow', 'cv2'):
+            raise ValueError(f"backend must be 'pillow' or 'cv2', got {backend!r}")
         self.size = size
         self.scale = tuple(scale)
         self.ratio = tuple(ratio)
         self.flip_prob = flip_prob
-        self.interpolation = interpolations[interpolation]
+        self.interpolation = interpolation
+        self.backend = backend
         self.pipelines = [
             Compose([TRANSFORMS.build(t) for t in (DEFAULT_VIEW1_PIPELINE
                                                    if view1_pipeline is None else view1_pipeline)]),
@@ -160,12 +209,16 @@ class M3IViews(BaseTransform):
                                                    if view2_pipeline is None else view2_pipeline)]),
         ]
 
+    def resize(self, crop: np.ndarray) -> np.ndarray:
+        """A crop resized to ``(size, size)`` with the view's interpolation and backend."""
+        return mmcv.imresize(np.ascontiguousarray(crop), (self.size, self.size),
+                             interpolation=self.interpolation, backend=self.backend)
+
     def _view(self, img: np.ndarray, rng: np.random.Generator, index: int) -> tuple:
         height, width = img.shape[:2]
         box = sample_crop_box(height, width, self.scale, self.ratio, rng)
         x1, y1, x2, y2 = (int(v) for v in box)
-        view = cv2.resize(img[y1:y2, x1:x2], (self.size, self.size),
-                          interpolation=self.interpolation)
+        view = self.resize(img[y1:y2, x1:x2])
         flip = bool(rng.random() < self.flip_prob)
         if flip:
             view = np.ascontiguousarray(view[:, ::-1])
@@ -188,7 +241,8 @@ class M3IViews(BaseTransform):
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(size={self.size}, scale={self.scale}, '
-                f'ratio={self.ratio}, flip_prob={self.flip_prob})')
+                f'ratio={self.ratio}, flip_prob={self.flip_prob}, '
+                f'interpolation={self.interpolation!r}, backend={self.backend!r})')
 
 
 @TRANSFORMS.register_module()

@@ -2,8 +2,11 @@
 """Benchmark the multi-source data layer: loader throughput and sampler memory per rank.
 
 1. Throughput: samples/s of a DataLoader (``MultiSourceDataset`` + ``MultiSourceSampler``
-   + an mmpretrain augmentation pipeline) over generated photo crops, stored as a JSONL
-   manifest with image files and as WebDataset-style tar shards, for each ``--workers``.
+   + an augmentation pipeline) over generated photo crops, stored as a JSONL manifest with
+   image files and as WebDataset-style tar shards, for each ``--workers`` and
+   ``--pipelines``: ``crop`` (mmpretrain's RandomResizedCrop 224 + flip, one view) and
+   ``m3i`` (M3I's two SiameseIM views: ``M3IViews`` 224 with its default colour pipelines,
+   + ``PackM3IInputs``).
 2. Memory: what the sampler of one rank holds for simulated corpora of 400M samples (no
    files needed: the sampler only needs the sizes), measured with tracemalloc (peak of
    Python/numpy allocations while building it and drawing batches) and the process RSS,
@@ -12,6 +15,7 @@
 Example::
 
     python tools/analysis/benchmark_data.py --workers 0 1 2
+    python tools/analysis/benchmark_data.py --pipelines m3i --workers 0 2 --skip-memory
 """
 import argparse
 import gc
@@ -35,8 +39,14 @@ from m3i_mm.datasets import MultiSourceDataset, MultiSourceSampler  # noqa: E402
 from m3i_mm.utils.photo_datasets import (photo_caption_pairs,  # noqa: E402
                                          write_caption_manifest, write_caption_shards)
 
-PIPELINE = [dict(type='RandomResizedCrop', scale=224), dict(type='RandomFlip', prob=0.5),
-            dict(type='PackInputs', meta_keys=('sample_key', 'source'))]
+PIPELINES = {
+    'crop': ('decode + RandomResizedCrop 224 + RandomFlip + PackInputs',
+             [dict(type='RandomResizedCrop', scale=224), dict(type='RandomFlip', prob=0.5),
+              dict(type='PackInputs', meta_keys=('sample_key', 'source'))]),
+    'm3i': ('decode + M3IViews 224 (two views, SiameseIM colour pipelines) + PackM3IInputs',
+            [dict(type='m3i_mm.M3IViews', size=224, scale=(0.08, 1.0)),
+             dict(type='m3i_mm.PackM3IInputs')]),
+}
 SIMULATED = {
     # name: (source sizes, samples per shard or None for unsharded sources)
     '1 source, 400M samples': ([400_000_000], None),
@@ -50,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Benchmark the m3i_mm data layer.')
     parser.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2],
                         help='dataloader worker counts to time')
+    parser.add_argument('--pipelines', nargs='+', choices=sorted(PIPELINES), default=['crop'],
+                        help='augmentation pipelines to time (crop: one mmpretrain view; '
+                        'm3i: the two M3I views)')
     parser.add_argument('--num-samples', type=int, default=1024,
                         help='photo crops generated for the throughput test')
     parser.add_argument('--image-size', type=int, default=256, help='side of the crops')
@@ -76,8 +89,8 @@ def write_corpus(root: str, args) -> dict:
         shards=dict(type='ImageTextDataset', shards=shards))
 
 
-def time_loader(source: dict, workers: int, args) -> float:
-    dataset = MultiSourceDataset([source], pipeline=PIPELINE)
+def time_loader(source: dict, pipeline: str, workers: int, args) -> float:
+    dataset = MultiSourceDataset([source], pipeline=PIPELINES[pipeline][1])
     sampler = MultiSourceSampler(dataset, args.batch_size, seed=0, infinite=True)
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
                         num_workers=workers, collate_fn=default_collate,
@@ -156,14 +169,15 @@ def main(argv=None) -> int:
             sources = write_corpus(root, args)
             print(f'wrote {args.num_samples} photo crops of {args.image_size} px as a manifest '
                   f'and {args.num_shards} tar shards in {time.perf_counter() - t0:.1f} s')
-            rows = []
-            for name, source in sources.items():
-                for workers in args.workers:
-                    rate = time_loader(source, workers, args)
-                    rows.append((name, workers, f'{rate:.0f}'))
-            print_table(f'Loader throughput (batch {args.batch_size}, decode + '
-                        'RandomResizedCrop 224 + RandomFlip + PackInputs)',
-                        ('storage', 'workers', 'samples/s'), rows)
+            for pipeline in args.pipelines:
+                rows = []
+                for name, source in sources.items():
+                    for workers in args.workers:
+                        rate = time_loader(source, pipeline, workers, args)
+                        rows.append((name, workers, f'{rate:.0f}'))
+                print_table(f'Loader throughput, pipeline {pipeline!r} (batch '
+                            f'{args.batch_size}, {PIPELINES[pipeline][0]})',
+                            ('storage', 'workers', 'samples/s'), rows)
     if not args.skip_memory:
         rows = []
         for name, (sizes, per_shard) in SIMULATED.items():

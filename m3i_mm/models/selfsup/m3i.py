@@ -18,13 +18,17 @@ Per step, for a batch of ``N`` samples with two views each (``v1`` input, ``v2``
    carries a learned image-a / image-b embedding.
 4. **Targets**: an EMA copy of backbone + fusion on the unmasked target views (cosine
    momentum 0.995 -> 1), or the view's pixels (MAE-like); labels through a class-embedding
-   table; captions through a text encoder.
+   table; captions through a text encoder. The EMA copy computes its targets with its
+   dropout and stochastic-depth layers off, whatever the online model's settings and mode
+   (SiameseIM builds its momentum encoder without drop path; normalisation layers keep
+   their mode).
 5. **Loss**: ``w_same * L_dense(a) + w_cross * L_dense(b) + w_sem * (L_sem(a) + L_sem(b))``
    with Gaussian MI heads for dense targets and Boltzmann MI heads for labels/captions.
    Samples without a label or caption add no semantic term. Terms with weight 0 are not
    built, so the special cases (supervised, CLIP, SiameseIM, MAE-like) are configs.
 """
-from typing import Dict, List, Optional, Tuple, Union
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -40,6 +44,30 @@ from m3i_mm.models.layers.pos_embed import (get_2d_sincos_pos_embed,
 from m3i_mm.registry import MODELS
 
 PATCH = 16  # pixels per patch of the stride-16 token grid
+
+_DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                   nn.FeatureAlphaDropout)
+
+
+def is_stochastic_layer(module: nn.Module) -> bool:
+    """Whether ``module`` is random in train mode: a dropout layer of torch, or a
+    stochastic-depth layer (any class named ``DropPath``: mmcv's, timm's, ...)."""
+    return isinstance(module, _DROPOUT_LAYERS) or any(
+        cls.__name__ == 'DropPath' for cls in type(module).__mro__)
+
+
+@contextmanager
+def stochastic_layers_off(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` with its dropout and drop-path layers in eval mode (deterministic);
+    every other layer (e.g. normalisation) keeps its mode. Restores the modes on exit."""
+    switched = [m for m in module.modules() if m.training and is_stochastic_layer(m)]
+    for layer in switched:
+        layer.training = False
+    try:
+        yield
+    finally:
+        for layer in switched:
+            layer.training = True
 
 
 def patchify(images: torch.Tensor, patch: int = PATCH) -> torch.Tensor:
@@ -319,8 +347,12 @@ class M3I(BaseModel):
 
     @torch.no_grad()
     def target_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, L, D)`` target features of the EMA encoder: deterministic, with its
+        dropout and stochastic depth off in train mode too (also under FSDP2, whose units
+        keep their submodules)."""
         encoder = self.target_encoder.module
-        feats = encoder[1](encoder[0](images))
+        with stochastic_layers_off(encoder):
+            feats = encoder[1](encoder[0](images))
         return feats.flatten(2).transpose(1, 2)
 
     # ---------------------------------------------------------------- loss

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -103,3 +105,76 @@ def test_expand_patch_mask_covers_each_patch_block():
         expand_patch_mask(mask, 5, 6)
     with pytest.raises(ValueError, match='does not tile'):
         expand_patch_mask(mask[0], 4, 6)
+
+
+def reference_block_mask(height: int, width: int, num_masking: int, min_block: int,
+                         rng: np.random.Generator, strict: bool = True) -> np.ndarray:
+    """SiameseIM's / BEiT's block masking, one sample at a time, written from its rules:
+    blocks of area U(min, missing) and log-uniform aspect in [0.3, 1/0.3], strictly smaller
+    than the grid (``strict``), placed uniformly; a block counts if it adds 1..missing
+    patches; 10 fruitless draws in a row end the block phase; the rest is filled at random."""
+    mask = np.zeros((height, width), bool)
+    count = 0
+    while count < num_masking:
+        missing = num_masking - count
+        added = 0
+        for _ in range(10):
+            area = min_block + (missing - min_block) * rng.random()  # reversed if missing < min
+            aspect = math.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3)))
+            h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            fits = (h < height and w < width) if strict else (h <= height and w <= width)
+            if fits:
+                top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+                new = ~mask[top:top + h, left:left + w]
+                if 0 < new.sum() <= missing:
+                    added = int(new.sum())
+                    mask[top:top + h, left:left + w] = True
+                    break
+        if added == 0:
+            break
+        count += added
+    free = np.flatnonzero(~mask.ravel())
+    mask.ravel()[rng.permutation(free)[:num_masking - count]] = True
+    return mask
+
+
+def full_line_fraction(masks: np.ndarray) -> float:
+    """Fraction of masks with at least one fully masked row or column."""
+    return float((masks.all(2).any(1) | masks.all(1).any(1)).mean())
+
+
+@pytest.mark.parametrize('side, num_masking', [(14, 118), (7, 24)])  # SiameseIM; small grid
+def test_default_rule_matches_siameseim_and_the_old_rule_is_an_option(side, num_masking):
+    """Statistics of 1500 masks against the per-sample reference, for both rules: the
+    fraction of masks with a fully masked row or column and the mean masked-boundary
+    length agree within 4 standard errors."""
+    num = 1500
+    rng = np.random.default_rng(0)
+    fractions = {}
+    for seed, allow in ((0, False), (1, True)):
+        ref = np.stack([reference_block_mask(side, side, num_masking, 16, rng,
+                                             strict=not allow) for _ in range(num)])
+        ours = BlockMaskGenerator(side, num_masking_patches=num_masking,
+                                  allow_full_side=allow)(
+            num, generator=torch.Generator().manual_seed(seed)).numpy()
+        p, q = full_line_fraction(ours), full_line_fraction(ref)
+        assert abs(p - q) < 4 * math.sqrt(2 * q * (1 - q) / num) + 1e-9, (allow, p, q)
+        ea = boundary_edges(torch.from_numpy(ours)).double()
+        eb = boundary_edges(torch.from_numpy(ref)).double()
+        se = math.sqrt((ea.var() + eb.var()) / num)
+        assert abs(ea.mean() - eb.mean()) < 4 * se, (allow, ea.mean(), eb.mean())
+        fractions[allow] = q
+    if side == 7:  # here the rules differ by far more than the tolerance (0.18 vs 0.43)
+        assert fractions[True] - fractions[False] > 0.15
+
+
+def test_strict_rule_never_places_a_block_as_high_as_the_grid():
+    """A 3x3 block on a 3-row grid: the old rule places it, the strict one never does (the
+    9 patches are then drawn at random: a solid 3x3 square has probability ~1e-7)."""
+    kwargs = dict(num_masking_patches=9, min_num_patches=9, max_num_patches=9,
+                  min_aspect=1.0, max_aspect=1.0)
+    for allow, solid_expected in ((True, True), (False, False)):
+        masks = BlockMaskGenerator((3, 12), allow_full_side=allow, **kwargs)(
+            50, generator=torch.Generator().manual_seed(2))
+        solid = [bool(m[:, m.any(0)].all()) and int(m.any(0).sum()) == 3 for m in masks]
+        assert all(s == solid_expected for s in solid), allow

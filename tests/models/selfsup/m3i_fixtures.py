@@ -2,6 +2,7 @@
 import copy
 import random
 import os.path as osp
+from typing import Optional
 
 import numpy as np
 import torch
@@ -43,11 +44,14 @@ def shrink(model_cfg: dict, num_classes: int = 4) -> dict:
     return cfg
 
 
-def build_tiny(config_name: str, **overrides):
+def build_tiny(config_name: str, backbone: Optional[dict] = None, **overrides):
+    """The tiny model of a real config; ``backbone`` updates its backbone settings (e.g.
+    ``drop_path_rate``), ``overrides`` replace model keys."""
     from mmpretrain.registry import MODELS
     init_default_scope('mmpretrain')
     cfg = Config.fromfile(osp.join(CONFIGS, config_name))
     model_cfg = shrink(cfg.to_dict()['model'])
+    model_cfg['backbone'].update(backbone or {})
     model_cfg.update(overrides)
     torch.manual_seed(0)
     model = MODELS.build(model_cfg)
