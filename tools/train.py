@@ -19,7 +19,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from m3i_mm.utils.launch import (add_common_args, build_runner, load_config,  # noqa: E402
-                                 prepare_distributed, run_cli)
+                                 prepare_distributed, resolve_resume, run_cli,
+                                 use_atomic_checkpoints)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,8 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config', help='config file path')
     parser.add_argument(
         '--resume', nargs='?', const='auto', default=None, metavar='auto|PATH',
-        help="resume training: 'auto' (or no value) takes the newest checkpoint in the "
-        'work dir; a path resumes from that checkpoint')
+        help="resume training: 'auto' (or no value) takes the checkpoint the work dir's "
+        'last_checkpoint names (starts anew if there is none); a path resumes from that '
+        'checkpoint')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision (AmpOptimWrapper, dynamic loss scale)')
     add_common_args(parser)
@@ -54,16 +56,29 @@ def setup_cfg(args: argparse.Namespace):
         else:
             print(f'--amp ignored: optim_wrapper type {wrapper_type!r} manages precision itself',
                   file=sys.stderr)
-    if args.resume == 'auto':
+    check_amp_device(cfg, args.config)
+    if args.resume is not None:
+        # None for 'auto' without a last_checkpoint: mmengine then starts from scratch
         cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            raise FileNotFoundError(f'--resume checkpoint not found: {args.resume!r}')
-        cfg.resume = True
-        cfg.load_from = args.resume
+        cfg.load_from = resolve_resume(cfg.work_dir, args.resume)
+    use_atomic_checkpoints(cfg)
     prepare_distributed(cfg, args.launcher)
     return cfg
+
+
+def check_amp_device(cfg, config_path: str) -> None:
+    """A config whose optimizer wrapper is mmengine's AmpOptimWrapper (the official
+    classification recipes train in mixed precision) cannot train without a GPU: say so in
+    one line, with the override that trains it in fp32, instead of mmengine's assertion."""
+    wrapper = cfg.get('optim_wrapper') or {}
+    if str(wrapper.get('type', '')).split('.')[-1] != 'AmpOptimWrapper':
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    raise SystemExit(f'error: {config_path} trains in mixed precision (AmpOptimWrapper), which '
+                     'needs a CUDA device; to train in fp32 here add --cfg-options '
+                     'optim_wrapper.type=OptimWrapper')
 
 
 def report_finished(runner) -> None:

@@ -19,7 +19,9 @@ In a config (``default_scope = 'mmpretrain'``)::
                       dict(type='PackInputs', meta_keys=('source', 'caption'))]),
         sampler=dict(type='m3i_mm.MultiSourceSampler', batch_size=64,
                      ratios=[0.6, 0.2, 0.1, 0.1], mode='mixed', infinite=True))
-    custom_hooks = [dict(type='m3i_mm.SamplerStateHook')]  # exact mid-epoch resume
+    custom_hooks = [dict(type='m3i_mm.SamplerStateHook'),     # exact mid-epoch resume
+                    dict(type='m3i_mm.IterationSeedHook'),    # bit-exact random draws
+                    dict(type='m3i_mm.BadSampleReportHook')]  # bad samples per source
 """
 from .base import BadSampleError, ImageSource, decode_image
 from .image_folders import LabelledImageDataset, UnlabelledImageDataset

@@ -18,7 +18,8 @@ The sample schema (one dict per sample, before the transform pipeline):
 ============== ==================================================================
 
 A source signals a sample it cannot deliver (missing, truncated or undecodable image,
-empty caption) by raising :class:`BadSampleError`; the multi-source dataset then skips it.
+empty caption) by raising :class:`BadSampleError`; the multi-source dataset then skips it
+and counts it under the error's ``kind`` (one of :data:`BAD_SAMPLE_KINDS`).
 """
 from typing import Iterable, List, Optional, Sequence
 
@@ -27,19 +28,36 @@ import numpy as np
 from mmengine import fileio
 from torch.utils.data import Dataset
 
-__all__ = ['BadSampleError', 'ImageSource', 'PackedStrings', 'decode_image', 'join_root',
-           'make_sample', 'read_bytes']
+__all__ = ['BAD_SAMPLE_KINDS', 'BadSampleError', 'ImageSource', 'PackedStrings',
+           'decode_image', 'join_root', 'make_sample', 'read_bytes']
 
 NO_LABEL = -1
 
+#: What can be wrong with a sample; the bad-sample counts are kept per kind.
+BAD_SAMPLE_KINDS = ('missing file', 'unreadable file', 'empty file', 'truncated image',
+                    'undecodable image', 'no caption', 'empty caption', 'unreadable caption',
+                    'cut-off shard member', 'bad manifest row', 'other')
+
 
 class BadSampleError(Exception):
-    """A sample that cannot be used, with where it is and why."""
+    """A sample that cannot be used, with where it is, why, and the kind of fault.
 
-    def __init__(self, path: str, reason: str) -> None:
+    Args:
+        path: Where the sample is (file, ``shard:member`` or ``manifest:line``).
+        reason: What is wrong, for the log.
+        kind: One of :data:`BAD_SAMPLE_KINDS`, for the counts.
+    """
+
+    def __init__(self, path: str, reason: str, kind: str = 'other') -> None:
         super().__init__(f'{path}: {reason}')
+        if kind not in BAD_SAMPLE_KINDS:
+            raise ValueError(f'unknown bad-sample kind {kind!r}; use one of {BAD_SAMPLE_KINDS}')
         self.path = path
         self.reason = reason
+        self.kind = kind
+
+    def __reduce__(self):  # keep path, reason and kind across worker processes
+        return type(self), (self.path, self.reason, self.kind)
 
 
 def read_bytes(path: str, backend_args: Optional[dict] = None) -> bytes:
@@ -47,9 +65,9 @@ def read_bytes(path: str, backend_args: Optional[dict] = None) -> bytes:
     try:
         return fileio.get(path, backend_args=backend_args)
     except FileNotFoundError:
-        raise BadSampleError(path, 'missing file') from None
+        raise BadSampleError(path, 'missing file', 'missing file') from None
     except OSError as err:
-        raise BadSampleError(path, f'unreadable file ({err})') from None
+        raise BadSampleError(path, f'unreadable file ({err})', 'unreadable file') from None
 
 
 def decode_image(data: bytes, path: str) -> np.ndarray:
@@ -61,16 +79,17 @@ def decode_image(data: bytes, path: str) -> np.ndarray:
     0xFF as 0xFF00.)
     """
     if not data:
-        raise BadSampleError(path, 'empty file')
+        raise BadSampleError(path, 'empty file', 'empty file')
     if data[:2] == b'\xff\xd8' and data.rfind(b'\xff\xd9') < data.rfind(b'\xff\xda'):
-        raise BadSampleError(path, 'truncated JPEG (no end-of-image marker)')
+        raise BadSampleError(path, 'truncated JPEG (no end-of-image marker)',
+                             'truncated image')
     try:
         img = mmcv.imfrombytes(data, flag='color', channel_order='bgr')
     except Exception as err:  # decoders raise many types (cv2.error, OSError, ...)
-        raise BadSampleError(path, f'undecodable image ({type(err).__name__}: {err})') \
-            from None
+        raise BadSampleError(path, f'undecodable image ({type(err).__name__}: {err})',
+                             'undecodable image') from None
     if img is None:
-        raise BadSampleError(path, 'undecodable image data')
+        raise BadSampleError(path, 'undecodable image data', 'undecodable image')
     return img
 
 

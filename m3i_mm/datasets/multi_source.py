@@ -1,18 +1,27 @@
 """One map-style dataset over several sources, with bad-sample skipping and per-source pipelines."""
 import logging
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from mmengine.dataset import Compose
 from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 from torch.utils.data import Dataset
 
 from m3i_mm.registry import DATASETS
-from .base import BadSampleError, ImageSource
+from m3i_mm.utils.randomness import isolated_random_state
+from .base import BAD_SAMPLE_KINDS, BadSampleError, ImageSource
 from .permutation import derive_key
 
 __all__ = ['MultiSourceDataset', 'TooManyBadSamplesError', 'source_offsets']
+
+#: Columns of the sample counters: reads, bad ones, requests answered by a replacement,
+#: then one column per bad-sample kind.
+COUNTER_COLUMNS = ('read', 'bad', 'replaced') + BAD_SAMPLE_KINDS
+#: Steps of the data stream whose counts are kept apart until the training process takes
+#: them (more than dataloader workers can fetch ahead).
+COUNTER_STEPS = 1024
 
 
 class TooManyBadSamplesError(RuntimeError):
@@ -40,9 +49,23 @@ class MultiSourceDataset(Dataset):
     a source, then the one at 10x, 100x, ... that count), and replaced by another sample of the
     **same** source, chosen by a hash of (source, index, attempt), so the replacement is
     deterministic and the source ratios are unchanged. :class:`TooManyBadSamplesError` is
-    raised when a source's bad count exceeds ``max_bad_fraction * max(reads,
-    min_reads_for_fraction)``, or when ``max_replacements`` replacements in a row are bad.
-    Counts are per process (each dataloader worker counts what it reads).
+    raised when a source's bad count in one process exceeds ``max_bad_fraction *
+    max(reads, min_reads_for_fraction)``, or when ``max_replacements`` replacements in a
+    row are bad.
+
+    The counts (reads, bad ones by kind, replacements) of this process and of its
+    dataloader workers are kept in shared memory, per step of the data stream for indices
+    drawn by :class:`~m3i_mm.datasets.MultiSourceSampler`, so that the counts of the
+    batches training has consumed can be told from those of batches fetched ahead
+    (:meth:`take_counts`); ``m3i_mm.BadSampleReportHook`` logs them per source and keeps
+    them in checkpoints. :meth:`bad_sample_counts` gives everything read so far.
+
+    Random transforms: an index drawn by :class:`~m3i_mm.datasets.MultiSourceSampler`
+    carries the key of its place in the data stream (``rng_key``), and the sample's
+    pipeline then runs with python, numpy and torch generators seeded from that key
+    (:func:`m3i_mm.utils.randomness.isolated_random_state`): its views are a function of
+    the stream position, whatever the number of workers, ranks or resumes. Plain integer
+    indices use the generators as they are.
 
     Args:
         sources: Source configs (``dict(type='ImageTextDataset', name='cc12m', ...)``;
@@ -65,6 +88,15 @@ class MultiSourceDataset(Dataset):
                  log_first_bad: int = 5) -> None:
         if not sources:
             raise ValueError('MultiSourceDataset needs at least one source')
+        if not (isinstance(max_bad_fraction, (int, float)) and 0 <= max_bad_fraction <= 1):
+            raise ValueError(f'MultiSourceDataset: max_bad_fraction must be a fraction in '
+                             f'[0, 1], got {max_bad_fraction!r}')
+        for name, value in (('max_replacements', max_replacements),
+                            ('min_reads_for_fraction', min_reads_for_fraction),
+                            ('log_first_bad', log_first_bad)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f'MultiSourceDataset: {name} must be an integer >= 0, got '
+                                 f'{value!r}')
         self.sources: List[ImageSource] = []
         self.names: List[str] = []
         self.pipelines: List[Compose] = []
@@ -95,8 +127,16 @@ class MultiSourceDataset(Dataset):
         self.min_reads_for_fraction = min_reads_for_fraction
         self.max_replacements = max_replacements
         self.log_first_bad = log_first_bad
+        # Per-process counts, for the bad-fraction limit and the log.
         self._reads = [0] * len(self.sources)
         self._bad = [0] * len(self.sources)
+        # Shared counts, one row per step of the stream modulo COUNTER_STEPS (one process
+        # produces a whole batch, so no two processes increment the same row at once),
+        # plus a last row for indices without a step.
+        self._step_counts = torch.zeros(COUNTER_STEPS + 1, len(self.sources),
+                                        len(COUNTER_COLUMNS), dtype=torch.int64)
+        self._step_counts.share_memory_()
+        self._taken = torch.zeros(len(self.sources), len(COUNTER_COLUMNS), dtype=torch.int64)
 
     def __len__(self) -> int:
         return int(sum(self.source_sizes))
@@ -117,21 +157,33 @@ class MultiSourceDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         k, i = self.locate(index)
         size = self.source_sizes[k]
+        step = getattr(index, 'step', None)
+        counters = self._step_counts[COUNTER_STEPS if step is None else step % COUNTER_STEPS,
+                                     k]
         for attempt in range(self.max_replacements + 1):
             local = i if attempt == 0 else derive_key(k, i, attempt) % size
             self._reads[k] += 1
+            counters[0] += 1
             try:
                 sample = self.sources[k].load(local)
             except BadSampleError as err:
-                self._on_bad(k, err)
+                self._on_bad(k, err, counters)
                 continue
+            if attempt > 0:
+                counters[2] += 1
             sample.update(source=k, source_name=self.names[k])
-            return self.pipelines[k](sample)
+            rng_key = getattr(index, 'rng_key', None)
+            if rng_key is None:
+                return self.pipelines[k](sample)
+            with isolated_random_state(rng_key):
+                return self.pipelines[k](sample)
         raise TooManyBadSamplesError(
             f'source {self.names[k]!r}: sample {i} and {self.max_replacements} replacements '
             'in a row were all bad; the source looks broken (see the logged paths)')
 
-    def _on_bad(self, k: int, err: BadSampleError) -> None:
+    def _on_bad(self, k: int, err: BadSampleError, counters: torch.Tensor) -> None:
+        counters[1] += 1
+        counters[COUNTER_COLUMNS.index(err.kind)] += 1
         self._bad[k] += 1
         bad, reads = self._bad[k], self._reads[k]
         limit = self.max_bad_fraction * max(reads, self.min_reads_for_fraction)
@@ -149,10 +201,37 @@ class MultiSourceDataset(Dataset):
                       f'{err.reason} ({bad} bad of {reads} read in this process{note})',
                       logger='current', level=logging.WARNING)
 
-    def bad_sample_counts(self) -> Dict[str, Dict[str, int]]:
-        """Per source: samples read and bad ones found, in this process."""
-        return {name: dict(read=r, bad=b)
-                for name, r, b in zip(self.names, self._reads, self._bad)}
+    #: Names of the columns of :meth:`take_counts` and :meth:`counter_totals`.
+    counter_columns = COUNTER_COLUMNS
+
+    def take_counts(self, steps: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """The counts of the given steps of the data stream (and of indices without a
+        step; None: of everything), as a ``(sources, columns)`` tensor; they are then
+        cleared, so that each count is taken once. Call it in the training process, for
+        consumed steps."""
+        if steps is None:
+            rows = list(range(COUNTER_STEPS + 1))
+        else:
+            rows = sorted({step % COUNTER_STEPS for step in steps} | {COUNTER_STEPS})
+        taken = self._step_counts[rows].sum(dim=0)
+        self._step_counts[rows] = 0
+        self._taken += taken
+        return taken
+
+    def counter_totals(self) -> torch.Tensor:
+        """``(sources, columns)`` counts of everything this process and its dataloader
+        workers read so far (batches fetched ahead included)."""
+        return self._taken + self._step_counts.sum(dim=0)
+
+    def bad_sample_counts(self) -> Dict[str, Dict[str, Union[int, Dict[str, int]]]]:
+        """Per source, summed over this process and its dataloader workers: samples
+        ``read``, ``bad`` ones, requests answered by a replacement (``replaced``) and the
+        bad ones by kind (``bad_by_kind``, only kinds seen)."""
+        totals = self.counter_totals().tolist()
+        return {name: dict(read=row[0], bad=row[1], replaced=row[2],
+                           bad_by_kind={kind: n for kind, n in zip(COUNTER_COLUMNS[3:], row[3:])
+                                        if n})
+                for name, row in zip(self.names, totals)}
 
 
 def _is_power_of_ten(value: int) -> bool:

@@ -9,6 +9,10 @@ A position ``P`` of source ``k`` is sample ``shuffle_{k, P // n_k}(P % n_k)``, w
 shuffle is a keyed bijection (:mod:`.permutation`): memory per rank is O(number of shards),
 independent of the number of samples.
 
+Each index also carries the key of its draw (:class:`SampleIndex`), a hash of (seed,
+source, stream position): the dataset seeds the sample's random transforms from it, so
+they too are a function of the stream and not of which worker or rank transforms it.
+
 Resuming needs only the step and the per-source stream positions (a few ints):
 :meth:`MultiSourceSampler.state_dict` / :meth:`~MultiSourceSampler.load_state_dict`.
 The engine hook ``m3i_mm.SamplerStateHook`` puts them into mmengine checkpoints.
@@ -24,9 +28,35 @@ from torch.utils.data import Sampler
 
 from m3i_mm.registry import DATA_SAMPLERS
 from .multi_source import source_offsets
-from .permutation import BlockShuffle, derive_key
+from .permutation import BlockShuffle, derive_key, extend_keys
 
-__all__ = ['BatchCompositions', 'MultiSourceSampler']
+__all__ = ['BatchCompositions', 'MultiSourceSampler', 'SampleIndex']
+
+#: Tag of the keys of the samples' random transforms (see :class:`SampleIndex`).
+_TRANSFORM_KEY_TAG = 0x7A4F
+
+
+class SampleIndex(int):
+    """A dataset index (a plain ``int`` everywhere) that also carries where it was drawn.
+
+    Attributes:
+        rng_key: 64-bit key of the draw; the dataset seeds the sample's random transforms
+            from it.
+        step: The step (batch) of the data stream it belongs to, or None; the dataset
+            counts bad samples per step.
+    """
+
+    def __new__(cls, index: int, rng_key: int, step: Optional[int] = None) -> 'SampleIndex':
+        obj = super().__new__(cls, index)
+        obj.rng_key = int(rng_key)
+        obj.step = step
+        return obj
+
+    def __reduce__(self):  # crosses to dataloader workers with its key and step
+        return SampleIndex, (int(self), self.rng_key, self.step)
+
+    def __repr__(self) -> str:
+        return f'SampleIndex({int(self)}, rng_key={self.rng_key:#018x}, step={self.step})'
 
 STATE_VERSION = 1
 MODES = ('mixed', 'homogeneous')
@@ -149,15 +179,18 @@ class MultiSourceSampler(Sampler):
         num_sources = len(self.source_sizes)
         if mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
-        if batch_size < 1:
-            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
+                or batch_size < 1:
+            raise ValueError(f'MultiSourceSampler: batch_size must be an integer >= 1, got '
+                             f'{batch_size!r}')
         if ratios is None:
             ratios = self.source_sizes
         ratios = [float(r) for r in ratios]
         if len(ratios) != num_sources:
             raise ValueError(f'got {len(ratios)} ratios for {num_sources} sources')
-        if min(ratios) < 0 or sum(ratios) <= 0:
-            raise ValueError(f'ratios must be >= 0 with a positive sum, got {ratios}')
+        if not all(math.isfinite(r) and r >= 0 for r in ratios) or sum(ratios) <= 0:
+            raise ValueError(f'MultiSourceSampler: ratios must be finite numbers >= 0 with a '
+                             f'positive sum, got {ratios}')
         for k, (ratio, size) in enumerate(zip(ratios, self.source_sizes)):
             if ratio > 0 and size == 0:
                 raise ValueError(f'source {k} has ratio {ratio} but no samples')
@@ -174,17 +207,30 @@ class MultiSourceSampler(Sampler):
         if steps_per_epoch is None:
             used = sum(n for n, r in zip(self.source_sizes, ratios) if r > 0)
             steps_per_epoch = max(1, used // (self.world_size * self.batch_size))
+        for name, value in (('steps_per_epoch', steps_per_epoch),
+                            ('shard_group_size', shard_group_size)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f'MultiSourceSampler: {name} must be an integer >= 1, got '
+                                 f'{value!r}')
         self.steps_per_epoch = int(steps_per_epoch)
         self.shard_group_size = int(shard_group_size)
         self._offsets = source_offsets(self.source_sizes)
-        self._compositions = BatchCompositions(ratios, self.batch_size, mode, self.seed)
         self._shuffles: Dict[Tuple[int, int], BlockShuffle] = {}
+        self._use_seed(self.seed)
         # The stream is anchored at a step with known per-source positions (global, over
         # all ranks); positions at later steps add the compositions in between.
         self._anchor_step = 0
         self._anchor_positions = np.zeros(num_sources, dtype=np.int64)
         self._next_step = 0
         self.consumed_steps = 0
+
+    def _use_seed(self, seed: int) -> None:
+        """Everything that derives from the seed: compositions, shuffles, transform keys."""
+        self.seed = seed
+        self._compositions = BatchCompositions(self.ratios, self.batch_size, self.mode, seed)
+        self._shuffles.clear()
+        self._transform_keys = [derive_key(seed, _TRANSFORM_KEY_TAG, k)
+                                for k in range(len(self.source_sizes))]
 
     # ------------------------------------------------------------------ iteration
     def __len__(self) -> int:
@@ -198,14 +244,16 @@ class MultiSourceSampler(Sampler):
             self.steps_per_epoch
         while step < stop:
             counts = self._compositions.counts(step)
-            indices = self._batch_indices(cursor, counts)
+            indices = self._batch_indices(cursor, counts, step)
             cursor = cursor + counts
             step += 1
             self._next_step = step
             yield from indices
 
-    def _batch_indices(self, cursor: np.ndarray, counts: np.ndarray) -> List[int]:
-        """Indices for a batch whose per-rank source cursors (since the anchor) are given."""
+    def _batch_indices(self, cursor: np.ndarray, counts: np.ndarray, step: int
+                       ) -> List[int]:
+        """Indices of the batch of ``step``, whose per-rank source cursors (since the
+        anchor) are given."""
         out: List[int] = []
         for k in np.flatnonzero(counts):
             per_rank = cursor[k] + np.arange(counts[k], dtype=np.int64)
@@ -216,7 +264,9 @@ class MultiSourceSampler(Sampler):
             for p in np.unique(passes):
                 in_pass = passes == p
                 local[in_pass] = self._shuffle(int(k), int(p))(offsets[in_pass])
-            out.extend((local + self._offsets[k]).tolist())
+            keys = extend_keys(self._transform_keys[k], positions).tolist()
+            out.extend(SampleIndex(index, key, step)
+                       for index, key in zip((local + self._offsets[k]).tolist(), keys))
         return out
 
     def _shuffle(self, source: int, pass_id: int) -> BlockShuffle:
@@ -285,10 +335,7 @@ class MultiSourceSampler(Sampler):
         if state['seed'] != self.seed:
             print_log(f'MultiSourceSampler: using the seed {state["seed"]} of the resumed '
                       f'state instead of {self.seed}', logger='current')
-            self.seed = int(state['seed'])
-            self._compositions = BatchCompositions(self.ratios, self.batch_size, self.mode,
-                                                   self.seed)
-            self._shuffles.clear()
+            self._use_seed(int(state['seed']))
         changed = {k: (state[k], v) for k, v in self._config().items() if state[k] != v}
         if changed:
             print_log('MultiSourceSampler: the data configuration changed since the '

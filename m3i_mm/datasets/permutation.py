@@ -19,43 +19,16 @@ from typing import List, Sequence
 
 import numpy as np
 
-__all__ = ['mix64', 'derive_key', 'feistel_permute', 'BlockShuffle']
+from m3i_mm.utils.randomness import GOLDEN as _GOLDEN
+from m3i_mm.utils.randomness import mix64_int, derive_key, extend_keys, mix64
 
-_MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+__all__ = ['mix64', 'derive_key', 'extend_keys', 'feistel_permute', 'BlockShuffle']
+
 NUM_ROUNDS = 6
 
 
-_S27, _S30, _S31 = np.uint64(27), np.uint64(30), np.uint64(31)
-
-
-def mix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser, a strong 64-bit mixing bijection (vectorised)."""
-    x = np.asarray(x, dtype=np.uint64)
-    x = (x ^ (x >> _S30)) * _MIX1
-    x = (x ^ (x >> _S27)) * _MIX2
-    return x ^ (x >> _S31)
-
-
-def _mix64_int(x: int) -> int:
-    x &= _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def derive_key(*parts: int) -> int:
-    """A 64-bit key from a sequence of ints (seed, source, pass, ...; taken mod 2**64)."""
-    key = 0x6A09E667F3BCC909
-    for part in parts:
-        key = _mix64_int(key ^ (_mix64_int(int(part) + _GOLDEN) + _GOLDEN))
-    return key
-
-
 def _round_keys(key: int) -> List[np.uint64]:
-    return [np.uint64(_mix64_int(key + (i + 1) * _GOLDEN)) for i in range(NUM_ROUNDS)]
+    return [np.uint64(mix64_int(key + (i + 1) * _GOLDEN)) for i in range(NUM_ROUNDS)]
 
 
 def _feistel(x: np.ndarray, bits: int, keys: Sequence[np.uint64]) -> np.ndarray:

@@ -6,6 +6,7 @@ then sees an initialised group and skips its own initialisation. On GPUs nothing
 mmengine initialises NCCL as usual.
 """
 import argparse
+import glob
 import os
 import subprocess
 import sys
@@ -17,12 +18,17 @@ import torch.distributed as dist
 from mmengine.config import Config, ConfigDict, DictAction
 
 __all__ = [
-    'ConfigLoadError', 'load_config', 'prepare_distributed', 'build_runner', 'add_common_args',
-    'run_cli'
+    'ConfigLoadError', 'UsageError', 'load_config', 'prepare_distributed', 'build_runner',
+    'add_common_args', 'run_cli', 'use_atomic_checkpoints', 'resolve_resume',
+    'check_checkpoint_arg'
 ]
 
 
-class ConfigLoadError(RuntimeError):
+class UsageError(RuntimeError):
+    """Bad input to a tool (argument, file, environment); its message says what to do."""
+
+
+class ConfigLoadError(UsageError):
     """A config file that is missing or cannot be parsed."""
 
 
@@ -43,6 +49,36 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
+#: What each launcher needs in the environment, who sets it, and how to start it.
+_LAUNCHER_ENV = {
+    'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'), 'torchrun',
+                'start the tool with tools/dist_train.sh CONFIG GPUS (tools/dist_test.sh '
+                'CONFIG CHECKPOINT GPUS) or torchrun --nproc-per-node N tools/train.py CONFIG '
+                '--launcher pytorch'),
+    'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'), 'srun',
+              'start it with tools/slurm_train.sh (tools/slurm_test.sh)'),
+    'mpi': (('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE', 'OMPI_COMM_WORLD_LOCAL_RANK'),
+            "Open MPI's mpirun", 'start it with mpirun -np N python tools/train.py CONFIG '
+            '--launcher mpi'),
+}
+
+
+def check_launcher_env(launcher: str) -> None:
+    """Raise a :class:`UsageError` naming what is missing when ``launcher`` did not start us.
+
+    Without it, ``--launcher pytorch`` outside torchrun ends in ``KeyError: 'RANK'``.
+    """
+    if launcher not in _LAUNCHER_ENV:
+        return
+    names, setter, how = _LAUNCHER_ENV[launcher]
+    missing = [name for name in names if name not in os.environ]
+    if missing:
+        raise UsageError(
+            f'--launcher {launcher}: the environment lacks {", ".join(missing)}, which '
+            f'{setter} sets, so this process was not started by {setter}. To run several '
+            f'processes, {how}; for one process, leave --launcher out.')
+
+
 def _slurm_env_to_torch_env() -> None:
     os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
     os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
@@ -60,7 +96,8 @@ def _mpi_env_to_torch_env() -> None:
     os.environ.setdefault('LOCAL_RANK', os.environ['OMPI_COMM_WORLD_LOCAL_RANK'])
     os.environ.setdefault('MASTER_PORT', '29500')
     if 'MASTER_ADDR' not in os.environ:
-        raise KeyError('MPI launch without a GPU needs MASTER_ADDR in the environment')
+        raise UsageError('--launcher mpi without a GPU needs MASTER_ADDR (the address of '
+                         'rank 0) in the environment: mpirun -x MASTER_ADDR=HOST ...')
 
 
 def prepare_distributed(cfg: Config, launcher: str) -> None:
@@ -71,6 +108,7 @@ def prepare_distributed(cfg: Config, launcher: str) -> None:
             ``model_wrapper_cfg`` are updated in place for CPU-only runs.
         launcher: ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
     """
+    check_launcher_env(launcher)
     cfg.launcher = launcher
     if launcher == 'none' or torch.cuda.is_available():
         return
@@ -95,6 +133,89 @@ def prepare_distributed(cfg: Config, launcher: str) -> None:
                                                              'DistributedDataParallel'):
         wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
+
+
+def use_atomic_checkpoints(cfg: Config) -> None:
+    """Make the config's checkpoint hook ``m3i_mm.CheckpointHook`` (crash-safe saves).
+
+    mmengine's ``CheckpointHook`` (the one every OpenMMLab ``default_runtime`` names)
+    deletes old checkpoints before the new one is complete and writes in place, so a kill
+    during a save can leave nothing to resume. Doing the swap here covers every config
+    run through the tools - the tree's ~40 downstream configs inherit the hook from the
+    mmpretrain/mmdet/mmseg bases, and users' configs do too - with the same arguments.
+    A checkpoint hook of another class (a user's subclass) is kept, with a warning.
+    """
+    from mmengine.hooks import CheckpointHook as MMEngineCheckpointHook
+    from mmengine.registry import HOOKS, DefaultScope
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if not hook:
+        return
+    hook_type = hook.get('type')
+    if isinstance(hook_type, str):
+        with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+            hook_type = HOOKS.get(hook_type)
+    from m3i_mm.engine.hooks import CheckpointHook
+    if hook_type is MMEngineCheckpointHook:
+        hook['type'] = 'm3i_mm.CheckpointHook'
+    elif hook_type is not CheckpointHook:
+        name = getattr(hook_type, '__name__', hook.get('type'))
+        print(f'[m3i_mm] warning: the checkpoint hook {name} is not m3i_mm.CheckpointHook; '
+              'a kill during a save may leave no complete checkpoint', file=sys.stderr)
+
+
+def _checkpoints_in(work_dir: str) -> str:
+    from .io import unreadable_checkpoint_reason
+    found = [p for p in sorted(glob.glob(os.path.join(work_dir, '*.pth')),
+                               key=os.path.getmtime, reverse=True)
+             if unreadable_checkpoint_reason(p) is None]
+    return ('complete checkpoints there, newest first: ' + ', '.join(found[:5])) if found \
+        else f'there is no complete checkpoint in {work_dir}'
+
+
+def check_checkpoint_arg(path: str, what: str) -> None:
+    """Raise a one-line error when the local checkpoint ``path`` cannot be read.
+
+    Args:
+        path: A file (or sharded checkpoint directory); URLs and ``m3i://`` names pass.
+        what: How the user gave it, e.g. ``'--resume checkpoint'``.
+    """
+    from .io import unreadable_checkpoint_reason
+    if '://' in path:
+        return
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'{what} not found: {path!r}')
+    reason = unreadable_checkpoint_reason(path)
+    if reason is not None:
+        raise UsageError(f'{what} {path!r} {reason}; '
+                         f'{_checkpoints_in(os.path.dirname(path) or ".")}')
+
+
+def resolve_resume(work_dir: str, resume: str) -> Optional[str]:
+    """The checkpoint ``--resume`` means: ``resume`` itself, or for ``'auto'`` the one the
+    work dir's ``last_checkpoint`` names (None when there is none: training starts anew).
+
+    Raises:
+        UsageError: ``last_checkpoint`` or the named checkpoint is unusable; the message
+            lists the complete checkpoints in the work dir.
+    """
+    if resume != 'auto':
+        check_checkpoint_arg(resume, '--resume checkpoint')
+        return resume
+    record = os.path.join(work_dir, 'last_checkpoint')
+    if not os.path.isfile(record):
+        return None
+    with open(record, encoding='utf-8', errors='replace') as f:
+        path = f.read().strip()
+    if not path:
+        raise UsageError(f'--resume: {record} is empty; pass a checkpoint with --resume PATH '
+                         f'({_checkpoints_in(work_dir)})')
+    if '://' not in path:
+        from .io import unreadable_checkpoint_reason
+        reason = unreadable_checkpoint_reason(path)
+        if reason is not None:
+            raise UsageError(f'--resume: {record} names {path}, which {reason}; pass a '
+                             f'checkpoint with --resume PATH ({_checkpoints_in(work_dir)})')
+    return path
 
 
 def build_runner(cfg: Config):
@@ -134,14 +255,18 @@ def finish_distributed() -> None:
 
 
 def run_cli(main) -> None:
-    """Run ``main()``; user errors (bad config path, unknown type) become one clear line.
+    """Run ``main()``; user errors become one clear line and exit status 2.
 
-    Set ``M3I_MM_TRACEBACK=1`` to see the full traceback instead.
+    User errors: :class:`UsageError` (bad arguments, files, environment), missing files,
+    unknown registry types, and model-zoo errors (``m3i://`` typos, failed downloads,
+    checksum mismatches, unreadable checkpoint files). Set ``M3I_MM_TRACEBACK=1`` to see
+    the full traceback instead.
     """
+    from m3i_mm.zoo.errors import ZooError
     try:
         main()
         finish_distributed()
-    except (ConfigLoadError, FileNotFoundError, KeyError) as exc:
+    except (UsageError, ZooError, FileNotFoundError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         is_user_error = not isinstance(exc, KeyError) or 'registry' in str(msg)
         if not is_user_error or os.environ.get('M3I_MM_TRACEBACK') == '1':

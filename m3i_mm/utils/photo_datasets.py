@@ -107,7 +107,8 @@ def write_caption_manifest(root: str, pairs: Sequence[tuple], manifest: str = 'm
     """Images as ``root/image_dir/<i>.jpg`` plus a manifest of (path, caption) rows.
 
     The manifest format follows its extension: ``.jsonl`` (``{"path", "caption"}``),
-    ``.csv`` or ``.tsv`` (header ``path,caption``). ``bad`` maps row numbers to a kind of
+    ``.csv`` (header ``path,caption``) or ``.tsv`` (unquoted; a tab or line break in a
+    caption is refused). ``bad`` maps row numbers to a kind of
     :data:`BAD_SAMPLE_KINDS` (not ``no_caption``). Returns the manifest path.
     """
     import csv
@@ -133,10 +134,19 @@ def write_caption_manifest(root: str, pairs: Sequence[tuple], manifest: str = 'm
     with open(path, 'w', encoding='utf-8', newline='') as f:
         if ext == '.jsonl':
             f.writelines(json.dumps(dict(path=p, caption=c)) + '\n' for p, c in rows)
-        elif ext in ('.csv', '.tsv'):
-            writer = csv.writer(f, delimiter=',' if ext == '.csv' else '\t')
+        elif ext == '.csv':
+            writer = csv.writer(f)
             writer.writerow(('path', 'caption'))
             writer.writerows(rows)
+        elif ext == '.tsv':
+            # TSV has no quoting: one tab per row separates path and caption, as the reader
+            # splits it
+            for p, c in rows:
+                if any(ch in p + c for ch in '\t\r\n'):
+                    raise ValueError(f'a TSV manifest cannot hold a tab or line break: {p!r}, '
+                                     f'{c!r}')
+            f.write('path\tcaption\n')
+            f.writelines(f'{p}\t{c}\n' for p, c in rows)
         else:
             raise ValueError(f'manifest must end in .jsonl, .csv or .tsv, got {manifest}')
     return path

@@ -47,5 +47,9 @@ def _checkpoint_globals() -> list:
     dtype_classes = [type(np.dtype(t)) for t in (
         'bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64',
         'float16', 'float32', 'float64')]
-    return [HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar, *dtype_classes,
+    # Files written under numpy 1.x (the official mmdet 2.x / mmseg 0.x checkpoints keep
+    # numpy scalars such as the best score in their meta) name these numpy.core.multiarray.*
+    aliases = [(_reconstruct, 'numpy.core.multiarray._reconstruct'),
+               (scalar, 'numpy.core.multiarray.scalar')]
+    return [HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar, *aliases, *dtype_classes,
             (_history_buffer_getattr, 'builtins.getattr')]

@@ -2,7 +2,7 @@
 
 Cache layout (``$M3I_MM_HOME/checkpoints``, default ``~/.cache/m3i_mm/checkpoints``)::
 
-    NAME.pth          the verified file (only ever put there by ``os.replace``)
+    NAME.pth          the verified file (only ever put there by an ``fsync``-ed rename)
     NAME.pth.sha256   its sha256 in ``sha256sum`` format (``sha256sum -c`` checks it)
     NAME.pth.part     an unfinished download, resumed with an HTTP Range request
     NAME.pth.part.json  the URL and validators (ETag, size) the partial download came from
@@ -15,8 +15,19 @@ sha256 policy:
   is deleted, and a bad cached file raises an error telling how to replace it.
 - Entries without it ("unpinned", e.g. the official InternImage files, whose hashes we
   could not compute) download with a loud warning; the observed sha256 is recorded in
-  ``NAME.pth.sha256`` (trust on first use) and every later load or ``verify`` checks the
-  file against that record.
+  ``NAME.pth.sha256`` (trust on first use, written before the file is moved into place)
+  and every later load or ``verify`` checks the file against that record. A cached
+  unpinned file without a valid record (deleted, empty, or a file copied in by hand) is
+  refused (:class:`UnverifiedFileError`) until it is downloaded again or explicitly
+  trusted with ``python tools/zoo.py trust NAME``.
+
+Files hosted on the Hugging Face Hub (``https://huggingface.co/REPO/resolve/REV/FILE``)
+are fetched with ``huggingface_hub`` into the shared Hugging Face cache, so the
+conventions users already have apply: ``HF_ENDPOINT`` (a mirror), ``HF_HUB_OFFLINE``,
+``HF_TOKEN`` (gated or private repositories), ``HF_HOME``/``HF_HUB_CACHE``. The sha256
+policy above applies on top (the record of an unpinned entry stays in our cache
+directory). An explicit mirror (``--mirror``/``M3I_MM_ZOO_MIRROR``) takes such entries
+through the plain download below instead. Other URLs are downloaded here, with resume.
 
 Environment:
 
@@ -30,6 +41,7 @@ downloads; the other ranks wait at a barrier and then read the cache.
 """
 import contextlib
 import fcntl
+import functools
 import hashlib
 import http.client
 import json
@@ -45,17 +57,21 @@ from urllib.request import Request, urlopen
 
 from mmengine.logging import print_log
 
+from ..utils.cache_dir import cache_root
+from ..utils.io import atomic_write_text, commit_path
 from ..version import __version__
-from .errors import ChecksumMismatchError, DownloadError, OfflineError
+from .errors import ChecksumMismatchError, DownloadError, OfflineError, UnverifiedFileError
 from .index import ZooEntry, get_entry
 
-HOME_ENV = 'M3I_MM_HOME'
 MIRROR_ENV = 'M3I_MM_ZOO_MIRROR'
 OFFLINE_ENVS = ('M3I_MM_OFFLINE', 'HF_HUB_OFFLINE')
 
 _CHUNK = 1 << 20
 _TRUE = ('1', 'true', 'yes', 'on')
 _CONTENT_RANGE_RE = re.compile(r'^bytes (\d+)-(\d+)/(\d+|\*)$')
+_SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
+_HF_URL_RE = re.compile(
+    r'^https://huggingface\.co/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<file>.+)$')
 
 
 class CachedFile(NamedTuple):
@@ -79,8 +95,9 @@ class _TransientError(DownloadError):
 
 
 def zoo_home() -> str:
-    """The zoo's root directory: ``$M3I_MM_HOME`` or ``~/.cache/m3i_mm``."""
-    return osp.abspath(osp.expanduser(os.environ.get(HOME_ENV) or '~/.cache/m3i_mm'))
+    """The zoo's root directory: m3i_mm's cache root, ``$M3I_MM_HOME`` or
+    ``~/.cache/m3i_mm`` (:func:`m3i_mm.utils.cache_dir.cache_root`)."""
+    return cache_root()
 
 
 def default_cache_dir() -> str:
@@ -145,41 +162,90 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
-def read_recorded_sha256(path: str) -> Optional[str]:
-    """The sha256 recorded next to ``path`` (``path + '.sha256'``), or None if there is none."""
+def hf_location(url: str) -> Optional[Tuple[str, str, str]]:
+    """(repo id, revision, file) of a Hugging Face Hub file URL, or None for other URLs."""
+    match = _HF_URL_RE.match(url)
+    return None if match is None else (match['repo'], match['revision'], match['file'])
+
+
+def record_path(entry: ZooEntry, cache_dir: Optional[str] = None) -> str:
+    """Where the sha256 record of ``entry`` lives: ``NAME.pth.sha256`` in our cache."""
+    return cache_path(entry, cache_dir) + '.sha256'
+
+
+def read_recorded_sha256(record: str) -> Optional[str]:
+    """The sha256 in a ``sha256sum``-format record file, or None if it has no valid one
+    (missing, empty or garbled)."""
     try:
-        with open(path + '.sha256', encoding='utf-8') as f:
-            return f.read().split()[0].lower()
-    except (FileNotFoundError, IndexError):
+        with open(record, encoding='utf-8', errors='replace') as f:
+            fields = f.read().split()
+    except FileNotFoundError:
         return None
+    digest = fields[0].lower() if fields else ''
+    return digest if _SHA256_RE.match(digest) else None
 
 
-def check_cached(entry: ZooEntry, path: str) -> CachedFile:
+def check_cached(entry: ZooEntry, path: str, record: Optional[str] = None,
+                 trust_unrecorded: bool = False) -> CachedFile:
     """Hash a cached file and check it against the pin, or against the recorded hash.
 
-    An unpinned file without a record (e.g. copied into the cache by hand) gets its hash
-    recorded now, with a warning (trust on first use).
+    Args:
+        entry: The zoo entry.
+        path: Its cached file.
+        record: Its sha256 record (default ``path + '.sha256'``).
+        trust_unrecorded: Record the hash of an unpinned file that has no valid record
+            instead of refusing it (``tools/zoo.py trust``).
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
         ChecksumMismatchError: If the hash differs from the pin or the record.
+        UnverifiedFileError: An unpinned file has no valid record, and
+            ``trust_unrecorded`` is False.
     """
+    record = path + '.sha256' if record is None else record
+    expected = entry.sha256 or read_recorded_sha256(record)
+    if expected is None and not trust_unrecorded:
+        state = 'is empty or garbled' if osp.exists(record) else 'does not exist'
+        raise UnverifiedFileError(
+            f'cached file {path} of the unpinned zoo entry {entry.name!r} cannot be verified: '
+            f'its sha256 record {record} {state}, so the file may be corrupted or replaced. '
+            f'Download it again (`python tools/zoo.py download {entry.name} --force`), or, if '
+            f'you put it there yourself and trust it, record its hash with `python '
+            f'tools/zoo.py trust {entry.name}`.')
     observed = sha256_of(path)
-    expected = entry.sha256 or read_recorded_sha256(path)
     if expected is None:
-        _record_sha256(path, observed)
-        print_log(
-            f'zoo entry {entry.name!r} is unpinned (no Sha256 in {entry.source}) and '
-            f'{path} had no recorded sha256: recorded {observed} now (trust on first use).',
-            logger='current', level=logging.WARNING)
+        _record_sha256(record, observed, osp.basename(path))
+        print_log(f'UNPINNED CHECKPOINT: zoo entry {entry.name!r} has no Sha256 in '
+                  f'{entry.source}, so {path} cannot be checked against a published hash. '
+                  f'Its sha256 {observed} is recorded in {record} and every later load is '
+                  'checked against it (trust on first use). Pin it by adding "Sha256: '
+                  f'{observed}" to the metafile once you have confirmed it from an '
+                  'independent source.', logger='current', level=logging.WARNING)
         return CachedFile(path, observed, pinned=False, recorded_now=True)
     if observed != expected:
-        against = 'the model index pins' if entry.pinned else f'{path}.sha256 records'
+        against = 'the model index pins' if entry.pinned else f'{record} records'
         raise ChecksumMismatchError(
             f'cached file {path} for zoo entry {entry.name!r} has sha256 {observed}, but '
             f'{against} {expected}. The file is corrupted or was replaced: delete it or run '
             f'`python tools/zoo.py download {entry.name} --force`.')
     return CachedFile(path, observed, pinned=entry.pinned, recorded_now=False)
+
+
+def cached_file(entry: ZooEntry, cache_dir: Optional[str] = None,
+                mirror: Optional[str] = None) -> Optional[Tuple[str, str]]:
+    """(file, sha256 record) of ``entry`` if it is in its cache (not verified), else None.
+
+    Hugging Face Hub entries are looked up in the Hugging Face cache, unless a mirror
+    takes them through our own cache.
+    """
+    mirror = os.environ.get(MIRROR_ENV) if mirror is None else mirror
+    hub = hf_location(entry.url)
+    if hub is not None and not mirror:
+        from huggingface_hub import try_to_load_from_cache
+        found = try_to_load_from_cache(hub[0], hub[2], revision=hub[1])
+        return (found, record_path(entry, cache_dir)) if isinstance(found, str) else None
+    path = cache_path(entry, cache_dir)
+    return (path, path + '.sha256') if osp.isfile(path) else None
 
 
 def download_checkpoint(entry: Union[str, ZooEntry], cache_dir: Optional[str] = None,
@@ -213,9 +279,14 @@ def download_checkpoint(entry: Union[str, ZooEntry], cache_dir: Optional[str] = 
     mirror = os.environ.get(MIRROR_ENV) if mirror is None else mirror
     options = dict(mirror=mirror, force=force, progress=progress, retries=retries,
                    retry_delay=retry_delay, timeout=timeout)
+    if hf_location(entry.url) is not None and not mirror:
+        ensure = functools.partial(_ensure_cached_from_hub, entry, record_path(entry, cache_dir),
+                                   force=force)
+    else:
+        ensure = functools.partial(_ensure_cached, entry, path, **options)
     rank, world_size, local_rank = _dist_info()
     if world_size == 1:
-        return _ensure_cached(entry, path, **options)
+        return ensure()
 
     # Distributed: local rank 0 downloads, everyone meets at the barrier (always, so that
     # no rank can skip it), then the other ranks read what local rank 0 verified.
@@ -223,7 +294,7 @@ def download_checkpoint(entry: Union[str, ZooEntry], cache_dir: Optional[str] = 
     failure = None
     if local_rank == 0:
         try:
-            _ensure_cached(entry, path, **options)
+            path = ensure()
         except Exception as e:  # re-raised after the barrier, so no rank is left waiting
             failure = e
     torch_dist.barrier()
@@ -231,12 +302,13 @@ def download_checkpoint(entry: Union[str, ZooEntry], cache_dir: Optional[str] = 
         raise failure
     if local_rank == 0:
         return path
-    if not osp.isfile(path):
+    found = cached_file(entry, cache_dir, mirror)
+    if found is None:
         raise DownloadError(
-            f'rank {rank}: local rank 0 of this node did not produce {path} for zoo entry '
-            f'{entry.name!r}; its log says why.')
-    check_cached(entry, path)
-    return path
+            f'rank {rank}: local rank 0 of this node did not produce zoo entry '
+            f'{entry.name!r} in the cache; its log says why.')
+    check_cached(entry, *found)
+    return found[0]
 
 
 def _dist_info() -> Tuple[int, int, int]:
@@ -251,7 +323,7 @@ def _dist_info() -> Tuple[int, int, int]:
 
 def _ensure_cached(entry: ZooEntry, path: str, mirror: Optional[str], force: bool,
                    progress: bool, retries: int, retry_delay: float, timeout: float) -> str:
-    # Final files only ever appear by os.replace of a verified download, so reading one
+    # Final files only ever appear by the rename of a verified download, so reading one
     # without the lock is safe.
     if not force and osp.isfile(path):
         check_cached(entry, path)
@@ -261,8 +333,9 @@ def _ensure_cached(entry: ZooEntry, path: str, mirror: Optional[str], force: boo
         raise OfflineError(
             f'offline mode is on ({" or ".join(OFFLINE_ENVS)}) and zoo entry {entry.name!r} '
             f'needs the network: {reason}. Download it where the network is reachable '
-            f'(`python tools/zoo.py download {entry.name}`, or fetch {entry.url}) and copy '
-            f'the file to that path, or turn offline mode off.')
+            f'(`python tools/zoo.py download {entry.name}`) and copy the file with its '
+            f'.sha256 record to that directory (or copy a file fetched from {entry.url} and '
+            f'run `python tools/zoo.py trust {entry.name}`), or turn offline mode off.')
     os.makedirs(osp.dirname(path), exist_ok=True)
     with _exclusive_lock(path + '.lock', entry.name):
         if osp.isfile(path) and not force:  # another process finished it while we waited
@@ -275,6 +348,63 @@ def _ensure_cached(entry: ZooEntry, path: str, mirror: Optional[str], force: boo
         url = apply_mirror(entry.url, mirror)
         _download_verified(entry, url, path, progress, retries, retry_delay, timeout)
     print_log(f'zoo entry {entry.name!r} saved to {path}', logger='current')
+    return path
+
+
+def _ensure_cached_from_hub(entry: ZooEntry, record: str, force: bool) -> str:
+    """The verified file of a Hugging Face Hub entry, through ``huggingface_hub``."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError,
+                                        HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub import try_to_load_from_cache
+    repo, revision, filename = hf_location(entry.url)
+    if not force:
+        cached = try_to_load_from_cache(repo, filename, revision=revision)
+        if isinstance(cached, str):  # no network; a file cached before must match its record
+            check_cached(entry, cached, record)
+            return cached
+    elif osp.exists(record):
+        os.remove(record)  # a forced download is trusted anew (or checked against the pin)
+    offline = offline_mode()
+    try:
+        path = hf_hub_download(repo, filename, revision=revision, force_download=force,
+                               local_files_only=offline,
+                               endpoint=os.environ.get('HF_ENDPOINT') or None)
+    except GatedRepoError as e:
+        raise DownloadError(
+            f'zoo entry {entry.name!r}: the Hugging Face repository {repo} is gated or '
+            'private and the request was refused; accept its terms on the Hub and set '
+            f'HF_TOKEN (or `huggingface-cli login`) to a token with access. ({e})') from e
+    except LocalEntryNotFoundError as e:  # (a subclass of EntryNotFoundError)
+        if offline:
+            raise OfflineError(
+                f'offline mode is on ({" or ".join(OFFLINE_ENVS)}) and zoo entry '
+                f'{entry.name!r} ({repo}/{filename}) is not in the Hugging Face cache '
+                '(HF_HOME/HF_HUB_CACHE). Download it where the network is reachable '
+                f'(`python tools/zoo.py download {entry.name}`) with the same cache, or '
+                'turn offline mode off.') from e
+        raise DownloadError(
+            f'zoo entry {entry.name!r}: cannot reach the Hugging Face Hub '
+            f'({os.environ.get("HF_ENDPOINT") or "huggingface.co"}) for {repo}/{filename}, '
+            f'and it is not cached: {e}. Set HF_ENDPOINT to a reachable mirror, or '
+            'download it elsewhere into the same cache.') from e
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
+        raise DownloadError(
+            f'zoo entry {entry.name!r}: {filename} of {repo} (revision {revision}) is not on '
+            f'the Hub at {os.environ.get("HF_ENDPOINT") or "huggingface.co"}; if the '
+            f'repository is private, set HF_TOKEN. ({type(e).__name__}: {e})') from e
+    except (HfHubHTTPError, OSError) as e:
+        raise DownloadError(f'zoo entry {entry.name!r}: download of {repo}/{filename} from '
+                            f'the Hugging Face Hub failed: {e}') from e
+    try:  # a fresh download: an unpinned one is recorded now unless a record exists
+        check_cached(entry, path, record, trust_unrecorded=True)
+    except ChecksumMismatchError:
+        if entry.pinned:  # never leave a file that contradicts the pin in the shared cache
+            for stale in {osp.realpath(path), path}:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(stale)
+        raise
     return path
 
 
@@ -337,8 +467,9 @@ def _download_verified(entry: ZooEntry, url: str, path: str, progress: bool, ret
             f'against it (trust on first use). Pin it by adding "Sha256: {sha256}" to the '
             'metafile once you have confirmed it from an independent source.',
             logger='current', level=logging.WARNING)
-    _record_sha256(path, sha256)  # first, so that the final file never lacks its record
-    os.replace(part, path)
+    _record_sha256(path + '.sha256', sha256, osp.basename(path))  # first: the final file
+    # never lacks its record
+    commit_path(part, path)  # fsync, rename, fsync the directory
     with contextlib.suppress(FileNotFoundError):
         os.remove(part + '.json')
     return sha256
@@ -385,7 +516,7 @@ def _download_to_part(entry: ZooEntry, url: str, part: str, progress: bool, time
                 for chunk in iter(lambda: f.read(_CHUNK), b''):
                     digest.update(chunk)
         else:
-            _atomic_write_text(part + '.json', json.dumps(dict(
+            atomic_write_text(part + '.json', json.dumps(dict(
                 url=url, total=total, etag=response.headers.get('ETag'),
                 last_modified=response.headers.get('Last-Modified'))))
         received = offset
@@ -458,12 +589,5 @@ def _read_part_meta(part: str) -> Optional[dict]:
         return None  # a partial file of unknown origin is not resumed
 
 
-def _record_sha256(path: str, sha256: str) -> None:
-    _atomic_write_text(path + '.sha256', f'{sha256}  {osp.basename(path)}\n')
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _record_sha256(record: str, sha256: str, filename: str) -> None:
+    atomic_write_text(record, f'{sha256}  {filename}\n')

@@ -21,6 +21,14 @@ class ChecksumMismatchError(ZooError):
     """A downloaded or cached file does not have the expected sha256."""
 
 
+class UnverifiedFileError(ZooError):
+    """A cached file of an unpinned entry has no valid sha256 record to check it against."""
+
+
+class CheckpointReadError(ZooError):
+    """A file is not a readable PyTorch checkpoint (empty, truncated, another format)."""
+
+
 class OfflineError(ZooError):
     """Offline mode is on and the requested file is not in the cache."""
 

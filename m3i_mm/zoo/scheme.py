@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from .converters import apply_converter
 from .download import download_checkpoint
-from .errors import UnsafeCheckpointError, ZooError
+from .errors import CheckpointReadError, UnsafeCheckpointError, ZooError
 from .index import get_entry
 
 SCHEME = 'm3i://'
@@ -30,23 +30,42 @@ def load_checkpoint_file(path: str, map_location: Any = None) -> Any:
         map_location: As for ``torch.load``.
 
     Raises:
+        CheckpointReadError: If the file is missing, empty, truncated or not a
+            ``torch.save`` file; the message says which.
         UnsafeCheckpointError: If the file pickles objects outside the allow-list
             (``m3i_mm/utils/safe_globals.py``); the message names them.
     """
     import torch
 
+    from ..utils.io import unreadable_checkpoint_reason
     from ..utils.safe_globals import allow_mmengine_checkpoint_globals
+    reason = unreadable_checkpoint_reason(path)
+    if reason is not None:
+        raise CheckpointReadError(f'cannot load {path}: it {reason}; give a checkpoint '
+                                  'written by torch.save (a .pth file)')
     allow_mmengine_checkpoint_globals()
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        if not re.search(r'GLOBAL [\w.]+', str(e)):  # not a refused class: broken data
+            raise CheckpointReadError(f'cannot load {path}: torch.load failed ({_one_line(e)}); '
+                                      'the file is damaged or not a PyTorch checkpoint') from e
         offending = sorted(set(re.findall(r'GLOBAL ([\w.]+)', str(e))))
         names = ', '.join(offending) if offending else 'objects torch could not name'
         raise UnsafeCheckpointError(
             f'refusing to load {path}: it pickles {names}, which the weights_only allow-list '
             '(m3i_mm/utils/safe_globals.py) does not include, and unpickling arbitrary objects '
             'can run arbitrary code. If you trust the file, re-save its tensors as a plain '
-            f'state dict. torch said: {e}') from e
+            f'state dict. torch said: {_one_line(e)}') from e
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:  # damaged archive
+        raise CheckpointReadError(f'cannot load {path}: torch.load failed ({type(e).__name__}: '
+                                  f'{_one_line(e)}); the file is damaged or not a PyTorch '
+                                  'checkpoint') from e
+
+
+def _one_line(error: BaseException) -> str:
+    """torch's messages span lines (with tabs); errors here are one line."""
+    return ' '.join(str(error).split())
 
 
 def load_zoo_checkpoint(name: str, map_location: Any = None, cache_dir: Optional[str] = None

@@ -1,6 +1,7 @@
 import io
 import os.path as osp
 
+import numpy as np
 import pytest
 import torch
 from mmengine.registry import init_default_scope
@@ -102,7 +103,8 @@ def test_source_with_only_bad_samples_stops_retrying(tmp_path):
                             max_bad_fraction=1.0, max_replacements=3)
     with pytest.raises(TooManyBadSamplesError, match='sample 2 and 3 replacements'):
         ds[2]
-    assert ds.bad_sample_counts()['0:ImageTextDataset'] == dict(read=4, bad=4)
+    assert ds.bad_sample_counts()['0:ImageTextDataset'] == dict(
+        read=4, bad=4, replaced=0, bad_by_kind={'missing file': 4})
 
 
 def test_bad_sample_log_thins_out(tmp_path, logged):
@@ -130,3 +132,63 @@ def test_configuration_errors(corpus):
     with pytest.raises(KeyError, match='NoSuchDataset'):
         MultiSourceDataset([dict(type='NoSuchDataset')])
     assert len(MultiSourceDataset([UnlabelledImageDataset(corpus.classes_root)])) == 16
+
+
+# ------------------------------------------------------------------ issue 13
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(max_replacements=-1), 'max_replacements must be an integer >= 0, got -1'),
+    (dict(max_bad_fraction=1.5), r'max_bad_fraction must be a fraction in \[0, 1\], got 1.5'),
+    (dict(max_bad_fraction=-0.1), r'max_bad_fraction must be a fraction in \[0, 1\]'),
+    (dict(max_bad_fraction=float('nan')), r'max_bad_fraction must be a fraction'),
+    (dict(min_reads_for_fraction=2.5), 'min_reads_for_fraction must be an integer >= 0'),
+    (dict(log_first_bad=-1), 'log_first_bad must be an integer >= 0'),
+])
+def test_bad_arguments_are_named_at_construction(corpus, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MultiSourceDataset([UnlabelledImageDataset(corpus.classes_root)], **kwargs)
+
+
+def test_counts_by_kind_and_replacements(corpus, logged):
+    ds = MultiSourceDataset(source_cfgs(corpus)[:2], max_bad_fraction=0.5)
+    for i in range(NUM_PAIRS):
+        ds[i]
+    counts = ds.bad_sample_counts()['manifest']
+    assert counts['replaced'] == len(MANIFEST_BAD)  # each bad row answered by a replacement
+    assert counts['bad'] >= len(MANIFEST_BAD) and counts['read'] == NUM_PAIRS + counts['bad']
+    assert counts['bad_by_kind'].keys() >= {'truncated image', 'undecodable image',
+                                            'missing file', 'empty caption'}
+    assert sum(counts['bad_by_kind'].values()) == counts['bad']
+
+
+def test_counts_include_the_dataloader_workers(corpus):
+    """Workers count in shared memory: the training process sees their reads."""
+    from torch.utils.data import DataLoader
+    ds = MultiSourceDataset(source_cfgs(corpus)[:1], max_bad_fraction=0.5)
+    loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=list)
+    assert sum(len(batch) for batch in loader) == NUM_PAIRS
+    counts = ds.bad_sample_counts()['manifest']
+    assert counts['replaced'] == len(MANIFEST_BAD)
+    assert counts['read'] == NUM_PAIRS + counts['bad']
+    assert ds._reads == [0], 'the main process read nothing itself'
+
+
+def test_transforms_are_seeded_by_the_draw_key(corpus):
+    """A SampleIndex's key fixes the random transforms, whatever ran before, and the
+    caller's random state is left as it was."""
+    from m3i_mm.datasets.multi_source_sampler import SampleIndex
+    init_default_scope('mmpretrain')
+    pipeline = [dict(type='RandomResizedCrop', scale=8),
+                dict(type='RandomFlip', prob=0.5, direction='horizontal')]
+    ds = MultiSourceDataset([UnlabelledImageDataset(corpus.classes_root)], pipeline=pipeline)
+    first = ds[SampleIndex(3, rng_key=12345)]['img']
+    np.random.rand(7)  # whatever was drawn before
+    torch.rand(3)
+    assert np.array_equal(ds[SampleIndex(3, rng_key=12345)]['img'], first)
+    others = [ds[SampleIndex(3, rng_key=key)]['img'] for key in range(1, 9)]
+    assert not all(np.array_equal(first, img) for img in others), 'the key must matter'
+    # the caller's streams continue as if the sample had not been transformed
+    np.random.seed(0)
+    torch.manual_seed(0)
+    ds[SampleIndex(3, rng_key=1)]
+    assert np.random.rand() == np.random.RandomState(0).rand()
+    assert torch.equal(torch.rand(2), torch.rand(2, generator=torch.Generator().manual_seed(0)))

@@ -1,4 +1,5 @@
 import io
+import pickle
 import itertools
 import math
 import os.path as osp
@@ -220,3 +221,48 @@ def test_ratios_hold_on_real_photos_with_corrupt_files(corpus):
     counts = np.bincount(delivered, minlength=3)
     for k, r in enumerate(ratios):  # Binomial(steps * batch, r): 5 standard deviations
         assert abs(counts[k] - steps * batch * r) <= 5 * math.sqrt(steps * batch * r * (1 - r))
+
+
+# ------------------------------------------------------------------ issue 13
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(ratios=[1.0, float('nan')]), r'ratios must be finite numbers >= 0 .*nan'),
+    (dict(ratios=[1.0, float('inf')]), r'ratios must be finite numbers >= 0 .*inf'),
+    (dict(ratios=[1.0, -1.0]), r'ratios must be finite numbers >= 0'),
+    (dict(steps_per_epoch=0), 'steps_per_epoch must be an integer >= 1, got 0'),
+    (dict(steps_per_epoch=-3), 'steps_per_epoch must be an integer >= 1, got -3'),
+    (dict(shard_group_size=0), 'shard_group_size must be an integer >= 1, got 0'),
+])
+def test_bad_arguments_are_named_at_construction(kwargs, message):
+    """NaN/inf ratios failed at the first batch with numpy's message; steps_per_epoch <= 0
+    gave a bare ZeroDivisionError or silent empty epochs."""
+    with pytest.raises(ValueError, match=message):
+        MultiSourceSampler(fake_dataset([10, 10]), 2, seed=0, **kwargs)
+    with pytest.raises(ValueError, match='batch_size must be an integer >= 1'):
+        MultiSourceSampler(fake_dataset([10, 10]), 0, seed=0)
+
+
+def test_draw_keys_are_a_function_of_the_stream_position():
+    """The key of a draw depends on (seed, source, position) only: the same sample slot has
+    the same key whatever the world size, and keys are carried to dataloader workers."""
+    from m3i_mm.datasets.multi_source_sampler import SampleIndex
+    from m3i_mm.utils.randomness import derive_key, extend_keys
+    positions = np.array([0, 1, 5, 2**40, -1])
+    assert extend_keys(derive_key(9, 3), positions).tolist() == [
+        derive_key(9, 3, int(p)) for p in positions]
+    sizes = [50, 30]
+    single = list(itertools.chain(*batches(MultiSourceSampler(
+        fake_dataset(sizes), 4, seed=2, infinite=True), 6)))
+    two = [list(itertools.chain(*batches(MultiSourceSampler(
+        fake_dataset(sizes), 2, seed=2, infinite=True, rank=r, world_size=2), 6)))
+        for r in range(2)]
+    assert all(isinstance(i, SampleIndex) for i in single)
+    key_of = {}
+    for index in itertools.chain(*two):
+        key_of.setdefault(int(index), set()).add(index.rng_key)
+    assert len(set(i.rng_key for i in single)) == len(single)  # every draw its own key
+    # both runs draw the first passes of the same shuffles: equal samples, equal keys
+    shared = [i for i in single if int(i) in key_of]
+    assert len(shared) > 10
+    assert all(i.rng_key in key_of[int(i)] for i in shared)
+    restored = pickle.loads(pickle.dumps(single[3]))
+    assert restored == single[3] and restored.rng_key == single[3].rng_key

@@ -1,11 +1,12 @@
 import importlib.util
+import json
 import os
 import os.path as osp
 import tarfile
 
 import pytest
 
-from m3i_mm.datasets import ImageTextDataset
+from m3i_mm.datasets import BadSampleError, ImageTextDataset
 from m3i_mm.datasets import tar_shards
 from m3i_mm.datasets.tar_shards import ShardSet, expand_braces, shard_index_path
 from m3i_mm.utils.photo_datasets import write_caption_shards
@@ -29,6 +30,13 @@ def shard_dir(corpus, tmp_path):
     root = tmp_path / 'shards'
     write_caption_shards(str(root), corpus.pairs[:20], 4)
     return root
+
+
+@pytest.fixture
+def logged(monkeypatch):
+    messages = []
+    monkeypatch.setattr(tar_shards, 'print_log', lambda msg, **kw: messages.append(msg))
+    return messages
 
 
 def count_scans(monkeypatch):
@@ -81,7 +89,104 @@ def test_truncated_shard_keeps_its_complete_samples(corpus, shard_dir):
     with open(shard, 'r+b') as f:  # cut the file inside the data of the last image
         f.truncate(last_image.offset_data + last_image.size // 2)
     ds = ImageTextDataset(shards=[shard])
-    assert [ds[i]['caption'] for i in range(len(ds))] == [c for _, c in corpus.pairs[:4]]
+    assert [ds[i]['caption'] for i in range(4)] == [c for _, c in corpus.pairs[:4]]
+    # the cut sample is not dropped silently: it is a bad sample, counted when read
+    assert len(ds) == 5
+    with pytest.raises(BadSampleError, match='cut off by the end of the shard') as err:
+        ds[4]
+    assert err.value.kind == 'cut-off shard member'
+
+
+def test_shard_cut_inside_a_tar_header_is_logged_and_counted(corpus, tmp_path, logged):
+    """Cut inside a header, a shard lost its last samples with no warning."""
+    write_caption_shards(str(tmp_path), corpus.pairs[:10], 1)
+    shard = str(tmp_path / 'data-000000.tar')
+    with tarfile.open(shard) as tar:
+        header = tar.getmember('00006.jpg').offset  # the header of sample 6's image
+    with open(shard, 'r+b') as f:
+        f.truncate(header + 300)  # the name and size fields are there, the rest is not
+    ds = ImageTextDataset(shards=[shard])
+    assert any(f'{shard}: the tar data stop at byte {header} of {header + 300}' in m
+               and "'00006.jpg', named in the cut header, is kept as cut off" in m
+               for m in logged), logged
+    assert len(ds) == 7  # samples 0-5, and sample 6 as a bad one
+    with pytest.raises(BadSampleError, match='cut off'):
+        ds[6]
+
+
+def test_shard_repacked_at_the_same_size_is_not_read_with_its_old_index(corpus, tmp_path,
+                                                                        logged):
+    """A stale index was trusted when a shard was repacked at the same byte size: a
+    caption came back cut to 'a bro', reordered samples got wrong keys."""
+    pairs = corpus.pairs[:6]
+    write_caption_shards(str(tmp_path), pairs, 1)
+    shard = str(tmp_path / 'data-000000.tar')
+    size = os.path.getsize(shard)
+    ImageTextDataset(shards=[shard])  # writes the index
+    write_caption_shards(str(tmp_path), pairs[::-1], 1)  # same members, other order
+    assert os.path.getsize(shard) == size
+    ds = ImageTextDataset(shards=[shard])
+    assert_keys_match_captions(ds, pairs[::-1])
+    assert any('same size but other content' in m for m in logged), logged
+
+
+def assert_keys_match_captions(ds, pairs):
+    """Every sample delivers the caption its key has in the shard (key i: ``pairs[i]``)."""
+    keys = []
+    for i in range(len(ds)):
+        sample = ds[i]
+        pair = int(sample['sample_key'][-5:])
+        assert sample['caption'] == pairs[pair][1], (i, sample['sample_key'], sample['caption'])
+        keys.append(pair)
+    assert sorted(keys) == list(range(len(pairs)))
+
+
+def test_fingerprint_is_checked_when_a_shard_is_read_even_if_mtime_matches(corpus, tmp_path):
+    write_caption_shards(str(tmp_path), corpus.pairs[:6], 1)
+    shard = str(tmp_path / 'data-000000.tar')
+    ds = ImageTextDataset(shards=[shard])
+    stat = os.stat(shard)
+    write_caption_shards(str(tmp_path), corpus.pairs[:6][::-1], 1)
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even the mtime is the old one
+    assert_keys_match_captions(ds, corpus.pairs[:6][::-1])
+
+
+def test_corrupt_and_old_indexes_are_rebuilt(shard_dir, logged, monkeypatch):
+    shard = str(shard_dir / 'data-000000.tar')
+    ImageTextDataset(shards=[shard])
+    index = shard + '.idx'
+    lines = open(index).read().splitlines()
+    with open(index, 'w') as f:  # a line without its tabs
+        f.write('\n'.join([lines[0], lines[1].replace('\t', ' ')] + lines[2:]) + '\n')
+    ds = ImageTextDataset(shards=[shard])
+    assert ds[0]['sample_key'] == f'{shard}/00000'
+    assert any(f'ignoring the tar index {index}: {index}:2: malformed index line' in m
+               for m in logged), logged
+    assert '\t' in open(index).read().splitlines()[1], 'the index is rewritten'
+    header = json.loads(lines[0])
+    with open(index, 'w') as f:  # an index of the version before fingerprints
+        f.write(json.dumps(dict(header, version=1)) + '\n' + '\n'.join(lines[1:]) + '\n')
+    scans = count_scans(monkeypatch)
+    assert len(ImageTextDataset(shards=[shard])) == 5 and scans == [shard]
+    assert any('tar index version 1' in m for m in logged)
+
+
+def test_make_tar_index_skip_existing_notices_stale_indexes(corpus, tmp_path, capsys):
+    write_caption_shards(str(tmp_path), corpus.pairs[:6], 2)
+    pattern = str(tmp_path / 'data-{000000..000001}.tar')
+    tool = load_tool('tools/dataset_converters/make_tar_index.py')
+    assert tool.main([pattern]) == 0
+    shard = str(tmp_path / 'data-000000.tar')
+    stat = os.stat(shard)
+    write_caption_shards(str(tmp_path), corpus.pairs[:6][::-1], 2)  # both repacked
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    capsys.readouterr()
+    assert tool.main([pattern, '--skip-existing']) == 0
+    out = capsys.readouterr().out
+    assert 'indexed 2 shard(s) with 6 samples (0 already indexed)' in out
+    assert '2 existing index(es) are stale or broken' in out
+    assert tool.main([pattern, '--skip-existing']) == 0
+    assert '(2 already indexed)' in capsys.readouterr().out
 
 
 def test_not_a_tar_is_a_clear_error(tmp_path):

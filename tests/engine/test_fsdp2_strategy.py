@@ -6,6 +6,7 @@ against a float64 reference computed here or against an uninterrupted run. The l
 trains the real (tiny) M3I through tools/dist_train.sh and FlexibleRunner.
 """
 import glob
+import os
 import os.path as osp
 import re
 
@@ -147,7 +148,8 @@ def test_sharded_checkpoint_consolidates_to_the_full_one(results, tmp_path):
     from m3i_mm.engine.strategies import consolidate_sharded_checkpoint
     full = torch.load(results[0]['checkpoint']['full']['path'], weights_only=True)
     sharded_dir = results[0]['checkpoint']['sharded']['path']
-    assert osp.isdir(sharded_dir) and not osp.exists(sharded_dir + '.tmp')
+    assert osp.isdir(sharded_dir)
+    assert not [n for n in os.listdir(osp.dirname(sharded_dir)) if '.tmp-' in n]
     out = str(tmp_path / 'consolidated.pth')
     consolidate_sharded_checkpoint(sharded_dir, out)
     consolidated = torch.load(out, weights_only=True)
@@ -206,3 +208,21 @@ def test_m3i_trains_through_flexible_runner_and_dist_train(tmp_path):
         assert type(ema) is torch.Tensor and ema.shape == value.shape  # noqa: E721
     assert int(state_dict['target_encoder.steps']) == 3
     assert not any(isinstance(v, DTensor) for v in state_dict.values())
+
+
+@pytest.mark.slow  # tools/dist_train.sh, 2 processes
+def test_sharded_checkpoints_through_the_checkpoint_hook(tmp_path):
+    """m3i_mm.CheckpointHook commits FSDP2's sharded directories like files: renamed into
+    place, last_checkpoint after, the replaced directories deleted after that."""
+    from m3i_mm.utils.photo_datasets import write_m3i_demo_sources
+    write_m3i_demo_sources(str(tmp_path / 'data' / 'demo' / 'm3i'), size=64)
+    res = run_tool(['tools/dist_train.sh', M3I_CONFIG, '2', '--work-dir', 'w', '--cfg-options',
+                    'strategy.state_dict_type=sharded', 'default_hooks.checkpoint.interval=1',
+                    'default_hooks.checkpoint.max_keep_ckpts=1'],
+                   cwd=str(tmp_path), env=dict(PORT=str(free_port())))
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    work_dir = tmp_path / 'w'
+    entries = sorted(n for n in os.listdir(work_dir) if 'iter_' in n or n == 'last_checkpoint')
+    assert entries == ['iter_3.pth', 'last_checkpoint']
+    assert osp.isfile(work_dir / 'iter_3.pth' / 'meta.pth')
+    assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'iter_3.pth')

@@ -147,3 +147,26 @@ def test_ema_asked_but_absent(trained, tmp_path, capsys):
     assert load_script().main([no_ema, str(out_dir), '--name', 'x', '--weights', 'ema']) == 1
     assert 'has no "ema_state_dict"' in capsys.readouterr().err
     assert not out_dir.exists()
+
+
+def test_release_is_readable_by_others(trained, tmp_path):
+    """Releases were written with mkstemp's 0o600: only their owner could read them."""
+    old = os.umask(0o022)
+    try:
+        assert load_script().main([trained[0], str(tmp_path), '--name', 'shared']) == 0
+    finally:
+        os.umask(old)
+    assert os.stat(only_release(str(tmp_path), 'shared')).st_mode & 0o777 == 0o644
+
+
+def test_empty_state_dict_is_refused(trained, tmp_path, capsys):
+    """An empty state dict was published with exit status 0."""
+    ckpt = load_checkpoint_file(trained[0])
+    ckpt['state_dict'] = {}
+    ckpt.pop('ema_state_dict')
+    empty = str(tmp_path / 'empty.pth')
+    torch.save(ckpt, empty)
+    out_dir = tmp_path / 'out'
+    assert load_script().main([empty, str(out_dir), '--name', 'x']) == 1
+    assert 'its "state_dict" is empty: there are no weights to publish' in capsys.readouterr().err
+    assert not out_dir.exists()

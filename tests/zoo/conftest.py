@@ -163,7 +163,9 @@ def zoo_home(tmp_path, monkeypatch):
     """An empty M3I_MM_HOME, with offline mode and mirrors switched off."""
     home = tmp_path / 'zoo_home'
     monkeypatch.setenv('M3I_MM_HOME', str(home))
-    for var in ('M3I_MM_OFFLINE', 'HF_HUB_OFFLINE', 'M3I_MM_ZOO_MIRROR', 'M3I_MM_MODEL_INDEX'):
+    monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf_home'))  # Hub entries: an empty HF cache
+    for var in ('M3I_MM_OFFLINE', 'HF_HUB_OFFLINE', 'M3I_MM_ZOO_MIRROR', 'M3I_MM_MODEL_INDEX',
+                'HF_HUB_CACHE', 'HF_ENDPOINT', 'HF_TOKEN'):
         monkeypatch.delenv(var, raising=False)
     return home
 

@@ -5,6 +5,8 @@ import multiprocessing
 import os
 import os.path as osp
 import queue as queue_module
+import re
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -310,3 +312,167 @@ def test_distributed_rank0_downloads_others_wait(server, tmp_path, payload, zoo_
     assert results[0, 'dist_missing'][1].startswith('DownloadError: HTTP 404')
     assert 'local rank 0 of this node did not produce' in results[1, 'dist_missing'][1]
     assert len(server.requests_for('/ckpt/nothing.pth')) == 1
+
+
+# ------------------------------------------------------------------ issue 13
+def test_a_cached_unpinned_file_without_its_record_is_refused(server, write_index, payload):
+    """The zoo re-trusted a corrupted cached file once its .sha256 record was gone."""
+    from m3i_mm.zoo import UnverifiedFileError
+    data, sha = payload
+    url = server.serve('/ckpt/tofu.pth', data)
+    write_index([model_entry('tofu', url)])
+    path = download_checkpoint('tofu', **FAST)
+    with open(path, 'r+b') as f:  # the file is damaged ...
+        f.seek(100)
+        f.write(b'\x00\x01\x02')
+    for record in ('', 'not a hash\n', None):  # ... and its record is emptied, garbled, gone
+        if record is None:
+            os.remove(path + '.sha256')
+        else:
+            with open(path + '.sha256', 'w') as f:
+                f.write(record)
+        with pytest.raises(UnverifiedFileError, match=r'cannot be verified: its sha256 record '
+                                                      r'.*tofu.pth.sha256 (is empty or garbled|'
+                                                      r'does not exist).*--force.*zoo.py trust'):
+            download_checkpoint('tofu', **FAST)
+    assert len(server.requests_for('/ckpt/tofu.pth')) == 1
+    assert download_checkpoint('tofu', force=True, **FAST) == path  # a new download is fine
+    with open(path, 'rb') as f:
+        assert f.read() == data
+
+
+class _HubHandler(BaseHTTPRequestHandler):
+    """``/{repo}/resolve/{revision}/{file}`` as the Hugging Face Hub answers it (HEAD for the
+    metadata, then GET), with a token required for the repository ``gated/*``."""
+
+    def _answer(self, body_wanted: bool):
+        hub: 'HubServer' = self.server.owner
+        hub.requests.append((self.command, self.path, self.headers.get('Authorization')))
+        match = re.match(r'^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$', self.path)
+        data = hub.files.get((match.group(1), match.group(3))) if match else None
+        if match and match.group(1).startswith('gated/') and \
+                self.headers.get('Authorization') != f'Bearer {hub.token}':
+            self.send_response(401)
+            self.send_header('X-Error-Code', 'GatedRepo')
+            self.send_header('X-Error-Message', 'Access to this model is restricted.')
+            self.send_header('Content-Length', '0')
+            self.end_headers()
+            return
+        if data is None:
+            self.send_response(404)
+            self.send_header('X-Error-Code', 'EntryNotFound')
+            self.send_header('Content-Length', '0')
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header('X-Repo-Commit', 'c0ffee' + '0' * 34)
+        self.send_header('ETag', '"%s"' % hashlib.sha256(data).hexdigest())
+        self.send_header('Content-Length', str(len(data)))
+        self.end_headers()
+        if body_wanted:
+            self.wfile.write(data)
+
+    def do_HEAD(self):
+        self._answer(False)
+
+    def do_GET(self):
+        self._answer(True)
+
+    def log_message(self, *args):
+        pass
+
+
+class HubServer:
+    def __init__(self, token: str) -> None:
+        import threading
+        self.files, self.requests, self.token = {}, [], token
+        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), _HubHandler)
+        self.httpd.owner = self
+        self.endpoint = f'http://127.0.0.1:{self.httpd.server_address[1]}'
+        threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch, zoo_home):
+    """A loopback Hub as HF_ENDPOINT, an empty HF cache, a token in HF_TOKEN."""
+    import huggingface_hub.constants as hf_constants
+    server = HubServer(token='hf_test_token')
+    monkeypatch.setenv('HF_ENDPOINT', server.endpoint)
+    monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
+    monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
+    monkeypatch.setattr(hf_constants, 'HF_HUB_CACHE', str(tmp_path / 'hf' / 'hub'))
+    yield server
+    server.close()
+
+
+def hub_url(repo: str, name: str) -> str:
+    return f'https://huggingface.co/{repo}/resolve/main/{name}'
+
+
+def test_hub_entries_use_hf_endpoint_token_and_cache(hub, write_index, payload, tmp_path,
+                                                     monkeypatch):
+    data, sha = payload
+    hub.files[('gated/m3i', 'w.pth')] = data
+    write_index([model_entry('hub_pinned', hub_url('gated/m3i', 'w.pth'), sha)])
+    path = download_checkpoint('hub_pinned', **FAST)
+    assert path.startswith(str(tmp_path / 'hf' / 'hub' / 'models--gated--m3i' / 'snapshots'))
+    with open(path, 'rb') as f:
+        assert f.read() == data
+    assert {r[0] for r in hub.requests} == {'HEAD', 'GET'}
+    assert all(r[2] == 'Bearer hf_test_token' for r in hub.requests)
+    count = len(hub.requests)
+    assert download_checkpoint('hub_pinned', **FAST) == path  # from the cache: no request
+    assert len(hub.requests) == count
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    assert download_checkpoint('hub_pinned', **FAST) == path
+
+
+def test_hub_errors_name_the_convention_to_use(hub, write_index, payload, monkeypatch):
+    from m3i_mm.zoo import OfflineError
+    data, sha = payload
+    hub.files[('gated/m3i', 'w.pth')] = data
+    write_index([model_entry('hub_gated', hub_url('gated/m3i', 'w.pth'), sha),
+                 model_entry('hub_missing', hub_url('open/m3i', 'nothing.pth'), sha)])
+    monkeypatch.delenv('HF_TOKEN')
+    with pytest.raises(DownloadError, match='gated or private .* set HF_TOKEN'):
+        download_checkpoint('hub_gated', **FAST)
+    with pytest.raises(DownloadError, match=r'nothing.pth of open/m3i \(revision main\) is not '
+                                            r'on the Hub at http://127.0.0.1'):
+        download_checkpoint('hub_missing', **FAST)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    with pytest.raises(OfflineError, match='not in the Hugging Face cache'):
+        download_checkpoint('hub_gated', **FAST)
+
+
+def test_hub_downloads_are_verified_on_top(hub, write_index, payload):
+    data, sha = payload
+    hub.files[('open/m3i', 'bad.pth')] = data[:-10] + b'0123456789'
+    hub.files[('open/m3i', 'tofu.pth')] = data
+    write_index([model_entry('hub_bad', hub_url('open/m3i', 'bad.pth'), sha),
+                 model_entry('hub_tofu', hub_url('open/m3i', 'tofu.pth'))])
+    with pytest.raises(ChecksumMismatchError, match=f'pins {sha}'):
+        download_checkpoint('hub_bad', **FAST)
+    from huggingface_hub import try_to_load_from_cache
+    assert try_to_load_from_cache('open/m3i', 'bad.pth') is None  # not left in the HF cache
+    path = download_checkpoint('hub_tofu', **FAST)
+    record = cache_path(get_entry('hub_tofu')) + '.sha256'
+    with open(record) as f:
+        assert f.read().split()[0] == sha  # trust on first use, recorded in our cache
+    with open(osp.realpath(path), 'r+b') as f:
+        f.seek(100)
+        f.write(b'\x00\x01\x02')
+    with pytest.raises(ChecksumMismatchError, match='hub_tofu.pth.sha256 records'):
+        download_checkpoint('hub_tofu', **FAST)
+
+
+def test_hub_entries_with_an_explicit_mirror_keep_the_plain_download(server, write_index,
+                                                                     payload, zoo_home):
+    data, sha = payload
+    server.serve('/OpenGVLab/X/resolve/main/m.pth', data)
+    write_index([model_entry('hub_mirrored', hub_url('OpenGVLab/X', 'm.pth'), sha)])
+    path = download_checkpoint('hub_mirrored', mirror=server.base, **FAST)
+    assert path == str(zoo_home / 'checkpoints' / 'hub_mirrored.pth')

@@ -78,8 +78,9 @@ def test_checkpoint_with_unknown_globals_is_refused(server, write_index):
     write_index([model_entry('tiny_evil', url, sha256_hex(data))])
     with pytest.raises(UnsafeCheckpointError,
                        match=r'pickles .*tests\.zoo\.test_scheme\.Payload, which the '
-                             r'weights_only allow-list'):
+                             r'weights_only allow-list') as raised:
         load_checkpoint(TinyNet(), 'm3i://tiny_evil')
+    assert '\n' not in str(raised.value) and '\t' not in str(raised.value)  # one line
 
 
 def test_mmengine_checkpoints_load_safely(tmp_path):

@@ -52,7 +52,10 @@ def test_list_download_verify(server, served_entries, zoo_home, tmp_path):
     assert rows['cli_pinned'][-2:] == ['pinned', 'yes']
     assert rows['cli_unpinned'][-2:] == ['unpinned', 'no']
     assert rows['internimage_t_1k_224'] == ['internimage_t_1k_224', 'Image', 'Classification',
-                                            '224', 'top-1', '83.5', 'unpinned', 'no']
+                                            '224', 'Top', '1', 'Accuracy', '83.5', 'unpinned',
+                                            'no']
+    lines = {line.split()[0]: line for line in res.stdout.splitlines()[1:]}
+    assert 'box AP 64.5, box AP (TTA) 65.0' in lines['dino_4scale_cbinternimage_h_objects365_coco']
     assert rows['internimage_h_jointto22k_384'][1:3] == ['Pre-training', '384']
 
 
@@ -80,3 +83,17 @@ def test_unknown_name_suggests(served_entries, capsys):
     assert load_cli().main(['download', 'cli_pined']) == 1
     err = capsys.readouterr().err
     assert "no model-zoo entry named 'cli_pined'" in err and "Did you mean: cli_pinned" in err
+
+
+def test_trust_records_a_file_put_into_the_cache_by_hand(served_entries, zoo_home, capsys):
+    """An unrecorded file is refused until it is downloaded again or explicitly trusted."""
+    _, unpinned = served_entries
+    cli = load_cli()
+    path = zoo_home / 'checkpoints' / 'cli_unpinned.pth'
+    path.parent.mkdir(parents=True)
+    path.write_bytes(unpinned)  # copied in by hand, without its .sha256 record
+    assert cli.main(['verify', 'cli_unpinned']) == 1
+    assert 'cli_unpinned: UNVERIFIED' in capsys.readouterr().err
+    assert cli.main(['trust', 'cli_unpinned']) == 0
+    assert f'recorded sha256 {sha256_hex(unpinned)} now, as asked' in capsys.readouterr().out
+    assert cli.main(['verify', 'cli_unpinned']) == 0

@@ -18,7 +18,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from tqdm import tqdm  # noqa: E402
 
 from m3i_mm.datasets.tar_shards import (expand_shards, shard_index_path,  # noqa: E402
-                                        write_shard_index)
+                                        stale_index_reason, write_shard_index)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,7 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='write indexes here (the dataset\'s index_cache_dir) instead of '
                              'next to the shards')
     parser.add_argument('--skip-existing', action='store_true',
-                        help='leave shards that already have an index alone')
+                        help='leave shards alone whose index describes them (same size and '
+                        'first/last blocks); stale or broken indexes are rewritten')
     parser.add_argument('--threads', type=int, default=4, help='shards indexed in parallel')
     return parser.parse_args(argv)
 
@@ -43,7 +44,12 @@ def main(argv=None) -> int:
         return 1
     todo = [(s, shard_index_path(s, args.out_dir)) for s in shards]
     if args.skip_existing:
-        todo = [(s, idx) for s, idx in todo if not osp.isfile(idx)]
+        reasons = [(s, idx, stale_index_reason(s, idx)) for s, idx in todo]
+        stale = [(s, reason) for s, _, reason in reasons if reason not in (None, 'no index')]
+        if stale:
+            print(f'{len(stale)} existing index(es) are stale or broken and are rewritten, '
+                  f'e.g. {stale[0][0]}: {stale[0][1]}')
+        todo = [(s, idx) for s, idx, reason in reasons if reason is not None]
     with ThreadPoolExecutor(max(1, args.threads)) as pool:
         counts = list(tqdm(pool.map(lambda job: write_shard_index(*job), todo),
                            total=len(todo), desc='indexing shards', unit='shard'))

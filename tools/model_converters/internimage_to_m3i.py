@@ -14,11 +14,10 @@ import argparse
 import os.path as osp
 import sys
 
-import torch
-
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from m3i_mm.utils.io import atomic_torch_save  # noqa: E402
+from m3i_mm.zoo import ZooError, load_checkpoint_file  # noqa: E402
 from m3i_mm.zoo.internimage import convert_internimage  # noqa: E402
 
 
@@ -31,10 +30,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not osp.isfile(args.src):
         raise SystemExit(f'error: checkpoint not found: {args.src!r}')
-    import m3i_mm  # noqa: F401  (allow-list for weights_only loading)
-    # weights_only: a checkpoint is data; anything else in it is refused by torch
-    checkpoint = torch.load(args.src, map_location='cpu', weights_only=True)
-    converted = convert_internimage(checkpoint)
+    try:  # weights_only loading with m3i_mm's allow-list; unreadable files named clearly
+        converted = convert_internimage(load_checkpoint_file(args.src, map_location='cpu'))
+    except ZooError as e:
+        raise SystemExit(f'error: {e}') from None
     if args.backbone_only:
         converted['state_dict'] = {k[len('backbone.'):]: v
                                    for k, v in converted['state_dict'].items()

@@ -19,7 +19,7 @@ from typing import List, Optional
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from m3i_mm.utils.io import atomic_torch_save  # noqa: E402
-from m3i_mm.zoo import ConverterError, extract_m3i_backbone, load_checkpoint_file  # noqa: E402
+from m3i_mm.zoo import ZooError, extract_m3i_backbone, load_checkpoint_file  # noqa: E402
 
 
 def convert(src: str, dst: str, weights: str = 'auto') -> dict:
@@ -44,7 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         converted = convert(args.src, args.dst, args.weights)
-    except (FileNotFoundError, ConverterError) as e:
+    except (FileNotFoundError, ZooError) as e:  # ZooError: unreadable file, wrong layout
         print(f'error: {e}', file=sys.stderr)
         return 2
     state_dict = converted['state_dict']

@@ -23,7 +23,6 @@ import os
 import os.path as osp
 import re
 import sys
-import tempfile
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
@@ -31,7 +30,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
-from m3i_mm.zoo import load_checkpoint_file  # noqa: E402
+from m3i_mm.utils.io import commit_path, temporary_path  # noqa: E402
+from m3i_mm.zoo import ZooError, load_checkpoint_file  # noqa: E402
 
 META_KEPT = ('epoch', 'iter', 'seed', 'experiment_name', 'time', 'mmengine_version',
              'dataset_meta', 'cfg')
@@ -66,8 +66,17 @@ def select_weights(checkpoint: Dict[str, Any], weights: str) -> Dict[str, torch.
             and it has none.
     """
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get('state_dict'), dict):
-        raise ValueError('not an mmengine checkpoint: no "state_dict" dict in it')
+        found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else \
+            type(checkpoint).__name__
+        raise ValueError(f'not an mmengine checkpoint: no "state_dict" dict in it (found '
+                         f'{found})')
     state_dict = checkpoint['state_dict']
+    if not state_dict:
+        raise ValueError('its "state_dict" is empty: there are no weights to publish')
+    not_tensors = sorted(k for k, v in state_dict.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise ValueError(f'its "state_dict" holds non-tensor entries {not_tensors[:5]}: not '
+                         'a model state dict')
     online_swapped = checkpoint.get(EMA_KEY)
     if weights == 'auto':
         weights = 'ema' if online_swapped is not None else 'online'
@@ -108,23 +117,23 @@ def _plain(value: Any) -> Any:
 def write_release(checkpoint: Dict[str, Any], out_dir: str, name: str) -> str:
     """Save ``checkpoint`` as ``<out_dir>/<name>_<YYYYMMDD>-<sha8>.pth``; return the path.
 
-    The file is written under a temporary name in ``out_dir``, hashed, then renamed, so the
-    final name never holds a partial file.
+    The file is written under a temporary name in ``out_dir``, hashed, ``fsync``-ed and
+    renamed (:func:`m3i_mm.utils.io.commit_path`), so the final name never holds a partial
+    file. It gets the usual permissions (``0o666`` minus the umask): a release is meant
+    to be read by others.
     """
     os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.tmp', dir=out_dir)
+    tmp = temporary_path(osp.join(out_dir, f'{name}.pth'))
     try:
-        with os.fdopen(fd, 'wb') as f:
+        with open(tmp, 'wb') as f:
             torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
+        date = datetime.date.today().strftime('%Y%m%d')
         digest = hashlib.sha256()
         with open(tmp, 'rb') as f:
             for chunk in iter(lambda: f.read(1 << 20), b''):
                 digest.update(chunk)
-        date = datetime.date.today().strftime('%Y%m%d')
         path = osp.join(out_dir, f'{name}_{date}-{digest.hexdigest()[:8]}.pth')
-        os.replace(tmp, path)
+        commit_path(tmp, path)
     except BaseException:
         if osp.exists(tmp):
             os.remove(tmp)
@@ -144,9 +153,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not osp.isfile(args.in_file):
         print(f'error: input checkpoint not found: {args.in_file}', file=sys.stderr)
         return 1
-    checkpoint = load_checkpoint_file(args.in_file, map_location='cpu')
     try:
+        checkpoint = load_checkpoint_file(args.in_file, map_location='cpu')
         release = publishable(checkpoint, args.weights, args.name)
+    except ZooError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
     except ValueError as e:
         print(f'error: {args.in_file}: {e}', file=sys.stderr)
         return 1

@@ -8,6 +8,8 @@ from mmengine.runner import IterBasedTrainLoop
 
 from m3i_mm.registry import HOOKS
 
+from .bad_sample_report_hook import counting_dataset
+
 __all__ = ['SamplerStateHook']
 
 CHECKPOINT_KEY = 'sampler'
@@ -113,7 +115,23 @@ class SamplerStateHook(Hook):
                     f'{type(loop).__name__} overrides IterBasedTrainLoop.run; '
                     'SamplerStateHook cannot tell whether it skips consumed batches on '
                     'resume')
-            fresh = type(loop.dataloader_iterator)(loop.dataloader)
+            # The loop's first iterator started at step 0 when the loop was built: stop its
+            # workers before the new ones start (persistent ones too: the loader then makes
+            # new ones), and drop the sample counts of what they read ahead, which is never
+            # trained on.
+            first = loop.dataloader_iterator
+            iterator_type = type(first)
+            loop.dataloader_iterator = None
+            shutdown = getattr(getattr(first, '_iterator', None), '_shutdown_workers', None)
+            if shutdown is not None:
+                shutdown()
+                if getattr(loop.dataloader, '_iterator', None) is first._iterator:
+                    loop.dataloader._iterator = None  # persistent_workers keeps it here
+            del first
+            dataset = counting_dataset(loop.dataloader.dataset)  # (inside any wrappers)
+            if dataset is not None:
+                dataset.take_counts()
+            fresh = iterator_type(loop.dataloader)
             loop.dataloader_iterator = _AnswerSkipsWithoutReading(fresh, loop.iter)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:

@@ -48,8 +48,9 @@ Checkpoints (``state_dict_type``):
   strategy (on any number of ranks: it is resharded on load), or make a ``'full'`` file of it with
   :func:`consolidate_sharded_checkpoint`.
 
-Both are written to a temporary name first and renamed into place. Loading accepts both
-kinds whatever ``state_dict_type`` says; every rank memory-maps the file.
+Both are written to a temporary name first, ``fsync``-ed and renamed into place
+(:mod:`m3i_mm.utils.io`). Loading accepts both kinds whatever ``state_dict_type`` says;
+every rank memory-maps the file.
 """
 import functools
 import os
@@ -80,7 +81,7 @@ from torch.distributed.tensor import DTensor
 from torch.utils._pytree import tree_map_only
 
 from m3i_mm.registry import FUNCTIONS, STRATEGIES
-from m3i_mm.utils.io import atomic_torch_save
+from m3i_mm.utils.io import atomic_torch_save, commit_path, temporary_path
 
 __all__ = ['FSDP2Strategy', 'DEFAULT_SHARD_MODULES', 'consolidate_sharded_checkpoint']
 
@@ -713,7 +714,9 @@ class FSDP2Strategy(DDPStrategy):
             raise ValueError(f"state_dict_type='sharded' writes local directories, got "
                              f'{dirname!r}')
         dirname = osp.abspath(dirname)
-        tmp = f'{dirname}.tmp'
+        names = [temporary_path(dirname)]  # the ranks write into rank 0's temporary
+        dist.broadcast_object_list(names, src=0)
+        tmp = names[0]
         if self.rank == 0 and osp.exists(tmp):
             shutil.rmtree(tmp)
         dist.barrier()
@@ -726,11 +729,9 @@ class FSDP2Strategy(DDPStrategy):
             if callback is not None:
                 callback(checkpoint)
             _atomic_torch_save(checkpoint, osp.join(tmp, SHARDED_META_FILE))
-            if osp.isdir(dirname):
-                shutil.rmtree(dirname)
-            elif osp.exists(dirname):
+            if osp.isfile(dirname):
                 os.remove(dirname)
-            os.replace(tmp, dirname)
+            commit_path(tmp, dirname)  # fsyncs the shards, then renames the directory
         dist.barrier()
 
     def load_checkpoint(self, filename: str, *, map_location: Union[str, Callable] = 'cpu',
