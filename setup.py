@@ -62,7 +62,7 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['m3i_mm', 'm3i_mm.*']),
     include_package_data=True,
-    package_data={'m3i_mm.ops.dcnv3': ['csrc/*.cu']},
+    package_data={'m3i_mm.ops.dcnv3': ['csrc/*.cu', 'csrc/*.cpp'], 'm3i_mm.zoo': ['data/*.txt']},
     install_requires=read_requirements('runtime.txt'),
     extras_require={'tests': read_requirements('tests.txt')},
     license='Apache-2.0',

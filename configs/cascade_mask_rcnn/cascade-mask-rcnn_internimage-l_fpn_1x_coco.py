@@ -1,6 +1,6 @@
 # Cascade Mask R-CNN + FPN with InternImage-L, COCO 1x (12 epochs, single scale), batch 16,
-# layer-wise lr decay 0.94: the official recipe (box / mask AP 54.9 / 47.7 from the
-# ImageNet-22k internimage_l_22k_192to384).
+# layer-wise lr decay 0.94 (official detection numbering): the official recipe (box / mask AP
+# 54.9 / 47.7 from the ImageNet-22k internimage_l_22k_192to384).
 # Point the backbone at your M3I checkpoint with
 #   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/<m3i run>/backbone.pth
 # (`pretrained=...` alone does not reach init_cfg: see configs/README.md).

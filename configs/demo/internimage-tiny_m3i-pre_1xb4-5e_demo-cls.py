@@ -26,7 +26,8 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=64, backend='pillow'),
+    dict(type='ResizeEdge', scale=64, edge='short', backend='pillow', interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=64),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
@@ -43,8 +44,9 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator
 
-# A short schedule with a larger lr and a fast EMA, so that five epochs move the weights.
-optim_wrapper = dict(optimizer=dict(lr=1e-3))
+# A short schedule with a larger lr and a fast EMA, so that five epochs move the weights; fp32
+# (the recipe's fp16 AmpOptimWrapper needs a GPU).
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=1e-3))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1,
          convert_to_iter_based=True),

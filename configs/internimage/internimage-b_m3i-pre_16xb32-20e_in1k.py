@@ -1,5 +1,7 @@
 # Fine-tune an M3I-pretrained InternImage-B on ImageNet-1k at 224 px: layer-wise lr decay 0.9,
-# label smoothing 0.3, 20 epochs at batch 512.
+# label smoothing 0.3, 20 epochs at batch 512, EMA, fp16 mixed precision (the official default
+# fine-tuning recipe, classification numbering, DCN offsets at 0.1x); evaluation: short side
+# 224, central 224 crop.
 # The default checkpoint is the official ImageNet-1k InternImage-B (internimage_b_1k_224).
 # Point the backbone at your M3I checkpoint with
 #   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/<m3i run>/backbone.pth

@@ -1,6 +1,6 @@
-# Mask R-CNN + FPN with InternImage-B on LVIS v1: repeat-factor sampling (threshold
-# 1e-3), multi-scale 640-800, 12 epochs at batch 16 (mmdet's LVIS recipe) with the AdamW
-# recipe of the COCO detectors; up to 300 detections per image, LVIS metric (bbox, segm).
+# Mask R-CNN + FPN with InternImage-B on LVIS v1: repeat-factor sampling (threshold 1e-3),
+# multi-scale 640-800, 12 epochs at batch 16 (mmdet's LVIS recipe) with the AdamW recipe of the
+# COCO detectors; up to 300 detections per image, LVIS metric (bbox, segm).
 # Point the backbone at your M3I checkpoint with
 #   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/<m3i run>/backbone.pth
 # (`pretrained=...` alone does not reach init_cfg: see configs/README.md).

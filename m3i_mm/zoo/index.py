@@ -2,12 +2,15 @@
 
 The files follow the OpenMMLab / ``modelindex`` format (``Import`` lists metafiles; each
 metafile has ``Collections`` and ``Models``). Each model becomes a :class:`ZooEntry`.
-Two fields beyond the standard ones (``modelindex`` keeps unknown fields as they are):
+Fields beyond the standard ones (``modelindex`` keeps unknown fields as they are):
 
 - ``Sha256``: the full sha256 of the file at ``Weights``, when known. Entries without it
   are "unpinned" (see :mod:`m3i_mm.zoo.download` for what that means).
 - ``Converter``: the name of the converter applied when the file is loaded
   (:mod:`m3i_mm.zoo.converters`).
+- ``Training Log``: URL of the run's JSON training log (mmcv/mmengine ``.log.json``), when
+  published; ``tools/analysis/compare_logs.py`` reads it (the name follows the mmaction2
+  metafiles).
 
 ``Metadata.Resolution`` (input size in pixels) is a custom metadata field as well.
 
@@ -20,7 +23,7 @@ import os
 import os.path as osp
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 import yaml
@@ -35,6 +38,20 @@ PRETRAINING_TASK = 'Pre-training'
 _NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 _SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
 _URL_SCHEMES = ('http', 'https', 'file')
+
+
+@dataclass(frozen=True)
+class ZooResult:
+    """One published result of an entry (an item of ``Results``).
+
+    Attributes:
+        task: e.g. ``'Object Detection'``, ``'Semantic Segmentation'``.
+        dataset: e.g. ``'COCO'``, ``'ADE20K'``.
+        metrics: e.g. ``{'box AP': 47.2}`` or ``{'mIoU': 47.9, 'mIoU(ms)': 48.1}``.
+    """
+    task: str
+    dataset: Optional[str]
+    metrics: Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,11 @@ class ZooEntry:
         metrics: Metrics of the first result, e.g. ``{'Top 1 Accuracy': 83.5}``.
         resolution: Input resolution in pixels (``Metadata.Resolution``), if given.
         source: The metafile the entry was read from.
+        config: ``Config``: the config of this repository with the entry's recipe (relative
+            to the repository root), if any.
+        parameters: ``Metadata.Parameters``, if given.
+        training_log: ``Training Log``: URL of the published JSON training log, if any.
+        results: Every item of ``Results`` (``task``/``dataset``/``metrics`` are the first).
     """
     name: str
     url: str
@@ -64,6 +86,10 @@ class ZooEntry:
     metrics: Mapping[str, float] = field(default_factory=dict)
     resolution: Optional[int] = None
     source: str = ''
+    config: Optional[str] = None
+    parameters: Optional[int] = None
+    training_log: Optional[str] = None
+    results: Tuple[ZooResult, ...] = ()
 
     @property
     def pinned(self) -> bool:
@@ -74,6 +100,21 @@ class ZooEntry:
     def file_suffix(self) -> str:
         """Extension of the published file name (``'.pth'`` when the URL has none)."""
         return osp.splitext(urlparse(self.url).path)[1] or '.pth'
+
+    def log_entry(self) -> 'ZooEntry':
+        """The training log as an entry of its own, for the zoo's download code.
+
+        Named ``NAME.log`` (cached as ``NAME.log.json``), unpinned, without converter.
+
+        Raises:
+            UnknownEntryError: If the entry publishes no training log.
+        """
+        if self.training_log is None:
+            raise UnknownEntryError(
+                f'zoo entry {self.name!r} ({self.source}) has no "Training Log": the official '
+                'release publishes no training log for it')
+        return ZooEntry(name=f'{self.name}.log', url=self.training_log,
+                        collection=self.collection, source=self.source)
 
 
 def index_paths() -> List[str]:
@@ -165,9 +206,8 @@ def _parse_model(model: dict, path: str, position: int) -> ZooEntry:
         raise IndexFormatError(
             f'{where}: "Name" must be letters, digits, ".", "_" or "-", got {name!r}')
     where = f'{path}: model {name!r}'
-    url = model.get('Weights')
-    if not isinstance(url, str) or urlparse(url).scheme not in _URL_SCHEMES:
-        raise IndexFormatError(f'{where}: "Weights" must be an http(s) or file URL, got {url!r}')
+    url = _url_field(model, 'Weights', where, required=True)
+    training_log = _url_field(model, 'Training Log', where, required=False)
     sha256 = model.get('Sha256')
     if sha256 is not None:
         sha256 = str(sha256).lower()
@@ -176,15 +216,46 @@ def _parse_model(model: dict, path: str, position: int) -> ZooEntry:
     converter = model.get('Converter')
     if converter is not None and not isinstance(converter, str):
         raise IndexFormatError(f'{where}: "Converter" must be a name, got {converter!r}')
+    config = model.get('Config')
+    if config is not None and not isinstance(config, str):
+        raise IndexFormatError(f'{where}: "Config" must be a path, got {config!r}')
     metadata = model.get('Metadata') or {}
-    resolution = metadata.get('Resolution')
-    if resolution is not None and not isinstance(resolution, int):
-        raise IndexFormatError(f'{where}: "Metadata.Resolution" must be an integer, '
-                               f'got {resolution!r}')
-    results = model.get('Results') or []
-    first = results[0] if results else {}
+    if not isinstance(metadata, dict):
+        raise IndexFormatError(f'{where}: "Metadata" must be a mapping, got {metadata!r}')
+    integers = {}
+    for field_name in ('Resolution', 'Parameters'):
+        value = metadata.get(field_name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise IndexFormatError(f'{where}: "Metadata.{field_name}" must be an integer, '
+                                   f'got {value!r}')
+        integers[field_name] = value
+    results = tuple(_parse_result(result, f'{where}: Results[{i}]')
+                    for i, result in enumerate(model.get('Results') or []))
+    first = results[0] if results else ZooResult(PRETRAINING_TASK, None, {})
     return ZooEntry(
         name=name, url=url, sha256=sha256, converter=converter,
         collection=model.get('In Collection'),
-        task=first.get('Task', PRETRAINING_TASK), dataset=first.get('Dataset'),
-        metrics=dict(first.get('Metrics') or {}), resolution=resolution, source=path)
+        task=first.task, dataset=first.dataset, metrics=dict(first.metrics),
+        resolution=integers['Resolution'], source=path, config=config,
+        parameters=integers['Parameters'], training_log=training_log, results=results)
+
+
+def _url_field(model: dict, key: str, where: str, required: bool) -> Optional[str]:
+    url = model.get(key)
+    if url is None and not required:
+        return None
+    if not isinstance(url, str) or urlparse(url).scheme not in _URL_SCHEMES:
+        raise IndexFormatError(f'{where}: "{key}" must be an http(s) or file URL, got {url!r}')
+    return url
+
+
+def _parse_result(result: dict, where: str) -> ZooResult:
+    if not isinstance(result, dict):
+        raise IndexFormatError(f'{where} must be a mapping, got {result!r}')
+    metrics = result.get('Metrics') or {}
+    if not isinstance(metrics, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
+        raise IndexFormatError(f'{where}: "Metrics" must map metric names to numbers, '
+                               f'got {metrics!r}')
+    return ZooResult(task=result.get('Task', PRETRAINING_TASK), dataset=result.get('Dataset'),
+                     metrics=dict(metrics))

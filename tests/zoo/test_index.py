@@ -13,6 +13,7 @@ from tests.conftest import REPO
 from tests.zoo.conftest import model_entry
 
 OFFICIAL_BASE = 'https://huggingface.co/OpenGVLab/InternImage/resolve/main/'
+CLASSIFICATION = ('InternImage', 'M3I')  # collections of the backbone checkpoints
 
 
 @pytest.fixture(scope='module')
@@ -35,9 +36,14 @@ def test_our_reader_sees_the_same_entries_as_modelindex(official):
     for model in mi.models:
         entry = entries[model.name]
         assert entry.url == model.weights
+        assert entry.config == model.config
         assert entry.converter == model.data.get('Converter')  # extra fields survive modelindex
         assert entry.sha256 == model.data.get('Sha256')
+        assert entry.training_log == model.data.get('Training Log')
         assert entry.resolution == model.metadata.data.get('Resolution')
+        assert entry.parameters == model.metadata.parameters
+        assert [(r.task, r.dataset, dict(r.metrics)) for r in entry.results] == [
+            (r.task, r.dataset, r.metrics) for r in model.results or []]
         if model.results:
             result = model.results[0]
             assert (entry.task, entry.dataset, dict(entry.metrics)) == (
@@ -47,16 +53,87 @@ def test_our_reader_sees_the_same_entries_as_modelindex(official):
 
 
 def test_official_entries_match_their_published_file_names(official):
-    """Each official entry is named after its file on huggingface.co and has a resolution."""
+    """Each official classification entry is named after its file on huggingface.co and has
+    a resolution."""
     _, entries = official
     expected_variants = {'t', 's', 'b', 'l', 'xl', 'h', 'g'}
     classifiers = {n for n, e in entries.items() if 'Top 1 Accuracy' in e.metrics}
     assert {re.match(r'internimage_([a-z]+)_', n).group(1) for n in classifiers} == (
         expected_variants)
     for name, entry in entries.items():
+        if entry.collection not in CLASSIFICATION:
+            continue
         assert entry.url == f'{OFFICIAL_BASE}{name}.pth'
         assert entry.converter == 'internimage'
         assert entry.resolution == int(name.rsplit('_', 1)[1][-3:])  # ..._224, ..._192to384
+
+
+# name pattern -> (converter, metric names of each result); facts of the official tables
+DOWNSTREAM = [
+    (r'mask_rcnn_internimage_[tsb]_fpn_[13]x_coco', 'internimage',
+     [('Object Detection', 'COCO', ['box AP']), ('Instance Segmentation', 'COCO', ['mask AP'])]),
+    (r'cascade_internimage_(l|xl)_fpn_[13]x_coco', 'internimage',
+     [('Object Detection', 'COCO', ['box AP']), ('Instance Segmentation', 'COCO', ['mask AP'])]),
+    (r'dino_4scale_internimage_[tlhg]_.*coco.*', 'internimage_dino',
+     [('Object Detection', 'COCO', ['box AP'])]),
+    (r'dino_4scale_cbinternimage_h_objects365_coco', 'cb_internimage_dino',
+     [('Object Detection', 'COCO', ['box AP', 'box AP (TTA)'])]),
+    (r'dino_4scale_cbinternimage_h_objects365_80classes', 'cb_internimage_dino', []),
+    (r'dino_4scale_cbinternimage_h_objects365_lvis', 'cb_internimage_dino',
+     [('Object Detection', 'LVIS v1 minival', ['box AP']),
+      ('Object Detection', 'LVIS v1', ['box AP', 'box AP (ms)'])]),
+    (r'upernet_internimage_(t|s|b)_512_160k_ade20k|upernet_internimage_(l|xl)_640_160k_ade20k|'
+     r'upernet_internimage_h_896_160k_ade20k', 'internimage',
+     [('Semantic Segmentation', 'ADE20K', ['mIoU', 'mIoU(ms)'])]),
+    (r'mask2former_internimage_h_896_80k_cocostuff164k', 'internimage_mask2former',
+     [('Semantic Segmentation', 'COCO-Stuff 164k', ['mIoU', 'mIoU(ms)'])]),
+    (r'mask2former_internimage_h_896_80k_cocostuff2ade20k', 'internimage_mask2former',
+     [('Semantic Segmentation', 'ADE20K', ['mIoU', 'mIoU(ms+flip)'])]),
+]
+
+
+def test_downstream_entries_follow_the_official_tables(official):
+    """Named after their official files, the right converter, the published metrics and
+    parameter count, a config (but for the Objects365 starting point), and training logs
+    on the official host."""
+    _, entries = official
+    downstream = {n: e for n, e in entries.items() if e.collection not in CLASSIFICATION}
+    assert len(downstream) == 26
+    for name, entry in downstream.items():
+        rules = [r for r in DOWNSTREAM if re.fullmatch(r[0], name)]
+        assert len(rules) == 1, (name, rules)
+        _, converter, results = rules[0]
+        assert entry.url == f'{OFFICIAL_BASE}{name}.pth'
+        assert entry.converter == converter, name
+        assert [(r.task, r.dataset, list(r.metrics)) for r in entry.results] == results, name
+        assert all(0 < v < 100 for r in entry.results for v in r.metrics.values())
+        assert entry.parameters and entry.parameters > 40_000_000, name
+        assert (entry.config is None) == name.endswith('_80classes'), name
+        if entry.config:
+            assert entry.config.startswith('configs/') and entry.config.endswith('.py')
+        if entry.training_log:
+            assert re.fullmatch(r'https://huggingface\.co/OpenGVLab/InternImage/(resolve|raw)/'
+                                rf'main/{re.escape(name)}(\.log)?\.json', entry.training_log)
+    logged = {n for n, e in downstream.items() if e.training_log}
+    # the official tables publish logs for all but these
+    assert set(downstream) - logged == {
+        'cascade_internimage_l_fpn_1x_coco', 'dino_4scale_internimage_h_objects365_coco',
+        'dino_4scale_internimage_g_objects365_coco',
+        'dino_4scale_cbinternimage_h_objects365_coco',
+        'dino_4scale_cbinternimage_h_objects365_80classes',
+        'dino_4scale_cbinternimage_h_objects365_lvis'}
+
+
+def test_log_entry_is_the_training_log(official):
+    _, entries = official
+    log = entries['upernet_internimage_t_512_160k_ade20k'].log_entry()
+    assert (log.name, log.url, log.file_suffix, log.converter, log.sha256) == (
+        'upernet_internimage_t_512_160k_ade20k.log',
+        'https://huggingface.co/OpenGVLab/InternImage/raw/main/'
+        'upernet_internimage_t_512_160k_ade20k.log.json', '.json', None, None)
+    with pytest.raises(UnknownEntryError, match="'internimage_t_1k_224' .* has no "
+                                                '"Training Log"'):
+        entries['internimage_t_1k_224'].log_entry()
 
 
 def test_m3i_metafile_holds_the_m3i_pretrained_h(official):
@@ -102,6 +179,11 @@ def test_duplicate_names_are_an_error(write_index):
     ('Sha256', 'abc', 'must be 64 hex digits'),
     ('Weights', 'ftp://example.org/x.pth', 'must be an http\\(s\\) or file URL'),
     ('Name', 'bad name', 'must be letters, digits'),
+    ('Training Log', 'logs/x.log.json', '"Training Log" must be an http\\(s\\) or file URL'),
+    ('Config', ['a.py'], '"Config" must be a path'),
+    ('Metadata', {'Parameters': '49M'}, '"Metadata.Parameters" must be an integer'),
+    ('Results', [{'Task': 'Object Detection', 'Metrics': {'box AP': 'high'}}],
+     r'Results\[0\]: "Metrics" must map metric names to numbers'),
 ])
 def test_malformed_entries_are_named(write_index, field, value, message):
     item = model_entry('broken', 'https://example.org/x.pth')

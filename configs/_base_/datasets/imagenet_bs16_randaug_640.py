@@ -1,6 +1,8 @@
 # ImageNet-1k at 640 px for fine-tuning (H): random resized crop, flip, RandAugment (m9,
-# mstd 0.5, increasing). Evaluation resizes the whole image to 640 x 640 (bicubic).
-_base_ = 'mmpretrain::_base_/datasets/imagenet_bs64_swin_384.py'
+# mstd 0.5, increasing), no random erasing (official fine-tuning configs: REPROB 0), bicubic.
+# Evaluation as the official build_transform with TEST.CROP: resize the short side to 640,
+# then the central 640 x 640 crop (crop ratio 1.0; no squashing of non-square images).
+_base_ = 'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py'
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -18,7 +20,8 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=640, backend='pillow', interpolation='bicubic'),
+    dict(type='ResizeEdge', scale=640, edge='short', backend='pillow', interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=640),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(batch_size=16, dataset=dict(pipeline=train_pipeline))

@@ -1,10 +1,11 @@
 # mmseg's UperNet (+ FCN auxiliary head on stage 3) with InternImage-T, 150 ADE20k classes.
+# Test images are brought to multiples of 32 by the test pipeline (ResizeToMultiple), as
+# officially, so the data preprocessor pads nothing at test time.
 _base_ = 'mmseg::_base_/models/upernet_r50.py'
 custom_imports = dict(imports=['m3i_mm'], allow_failed_imports=False)
 
 model = dict(
     pretrained=None,  # the backbone loads its weights through init_cfg
-    data_preprocessor=dict(test_cfg=dict(size_divisor=32)),
     backbone=dict(
         _delete_=True,
         type='m3i_mm.InternImage',

@@ -1,16 +1,21 @@
-# ImageNet-1k from scratch (official T/S/B recipe): AdamW, lr 5e-4 per 512 images (4e-3 at
-# batch 4096), weight decay 0.05 (none on biases and 1-D parameters), 5 linear warm-up
-# epochs, cosine to 5e-6 per 512 images over 300 epochs, gradient clipping at 5, EMA 0.9999.
+# ImageNet-1k from scratch, the official T/S/B recipe (classification/config.py defaults with
+# configs/internimage_{t,s,b}_1k_224.yaml, identical to their without_lr_decay versions):
+# AdamW, lr 5e-4 per 512 images (4e-3 at batch 4096), weight decay 0.05 (none on biases and
+# 1-D parameters), 20 linear warm-up epochs from 5e-7 per 512, cosine to 5e-6 per 512 over
+# 300 epochs, gradient clipping at 5, EMA 0.9999, no layer-wise decay.
+# Mixed precision (fp16 autocast, dynamic loss scale) as the official default: main.py's
+# --amp-opt-level defaults to O1 and overrides the YAML. AmpOptimWrapper needs a GPU; for
+# fp32 (or a CPU) use --cfg-options optim_wrapper.type=OptimWrapper.
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='AmpOptimWrapper',
     optimizer=dict(type='AdamW', lr=4e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05),
     constructor='m3i_mm.LayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=1.0),
+    paramwise_cfg=dict(layer_decay_rate=1.0, layer_decay_numbering='classification'),
     clip_grad=dict(max_norm=5.0))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=5,
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=20,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=4e-5, by_epoch=True, begin=5, end=300,
+    dict(type='CosineAnnealingLR', eta_min=4e-5, by_epoch=True, begin=20, end=300,
          convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)

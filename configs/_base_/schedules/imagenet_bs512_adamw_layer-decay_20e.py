@@ -1,12 +1,18 @@
-# ImageNet-1k fine-tuning (official L/XL/H recipe, used here for every size): AdamW, lr 2e-5
-# at batch 512, weight decay 0.05 (none on biases and 1-D parameters), layer-wise lr decay
-# 0.9, DCNv3 offset/mask/centre-feature-scale projections at 0.1x lr, 2 linear warm-up
-# epochs, cosine to 0 over 20 epochs, gradient clipping at 5, EMA 0.9999.
+# ImageNet-1k fine-tuning, the official default L/XL/H/G recipe (configs/internimage_*_22kto1k
+# _*.yaml; used here for every size): AdamW, lr 2e-5 at batch 512, weight decay 0.05 (none on
+# biases and 1-D parameters), layer-wise lr decay 0.9 with the official classification
+# numbering, DCNv3 offset and centre-feature-scale projections at 0.1x lr (DCN_LR_MUL; not the
+# mask projection), 2 linear warm-up epochs from 0, cosine to 0 over 20 epochs, gradient
+# clipping at 5, EMA 0.9999.
+# Mixed precision (fp16 autocast, dynamic loss scale) as the official default: main.py's
+# --amp-opt-level defaults to O1 and overrides the YAML's AMP_OPT_LEVEL: O0. AmpOptimWrapper
+# needs a GPU; for fp32 (or a CPU) use --cfg-options optim_wrapper.type=OptimWrapper.
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='AmpOptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05),
     constructor='m3i_mm.LayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=0.9, dcn_lr_mult=0.1),
+    paramwise_cfg=dict(layer_decay_rate=0.9, layer_decay_numbering='classification',
+                       dcn_lr_mult=0.1),
     clip_grad=dict(max_norm=5.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=2,

@@ -1,7 +1,10 @@
-# Segmentation: 160k iterations with AdamW, lr 6e-5 at batch 16 (T/S/B; configs of bigger models
-# lower it), weight decay 0.05 (none on biases and 1-D parameters), 1500 linear warm-up
-# iterations, then polynomial decay (power 1) to 0. Layer-wise decay off (rate 1.0) as in
-# the official T/S/B segmenters.
+# Segmentation: 160k iterations with AdamW, lr 6e-5 at batch 16 (T/S/B; configs of bigger
+# models lower it), weight decay 0.05, polynomial decay (power 1) to 0 over the whole run with
+# a linear warm-up factor (1e-6 -> 1) over the first 1500 iterations multiplied in, as mmcv's
+# poly policy with linear warm-up computes it; the official segmentation optimizer rules
+# (segmentation/mmcv_custom/custom_layer_decay_optimizer_constructor.py: no weight decay on
+# biases, 1-D and norm parameters; segmentation layer numbering). Layer-wise decay off (rate
+# 1.0) as in the official T/S/B segmenters. fp32, as the official segmenters.
 _base_ = 'mmseg::_base_/schedules/schedule_160k.py'
 
 optim_wrapper = dict(
@@ -9,8 +12,8 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='m3i_mm.LayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=1.0))
+    paramwise_cfg=dict(layer_decay_rate=1.0, layer_decay_numbering='segmentation'))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=1500, end=160000),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0, end=160000),
 ]

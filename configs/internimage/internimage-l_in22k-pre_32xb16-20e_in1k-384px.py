@@ -1,0 +1,33 @@
+# Fine-tune the ImageNet-22k internimage_l_22k_192to384 on ImageNet-1k at 384 px: the whole 22k
+# classifier is loaded (backbone, neck and head) and its 21841-way classifier is cut to the 1000
+# ImageNet-1k rows (m3i_mm/zoo/data/imagenet22k_to_1k.txt, the official map22kto1k), as the
+# official fine-tuning does; 20 epochs at batch 512 (32 GPUs x 16), AdamW lr 2e-5, no layer-wise
+# decay (the without_lr_decay recipe, which produced the released numbers), label smoothing 0.3,
+# RandAugment, no mixup/cutmix/erasing, EMA 0.9999, fp16 mixed precision; evaluation: short side
+# 384, central 384 crop. The official recipe
+# (classification/configs/without_lr_decay/internimage_l_22kto1k_384.yaml; released 87.7 top-1).
+_base_ = [
+    '../_base_/models/internimage_cls.py',
+    '../_base_/datasets/imagenet_bs32_randaug_384.py',
+    '../_base_/schedules/imagenet_bs512_adamw_20e.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
+pretrained = 'm3i://internimage_l_22k_192to384'
+
+model = dict(
+    backbone=dict(
+        arch='l',
+        drop_path_rate=0.1,
+        with_cp=True,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    neck=dict(
+        in_channels=1280,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='neck.')),
+    head=dict(
+        in_channels=1920,
+        loss=dict(label_smooth_val=0.3),
+        init_cfg=dict(_delete_=True, type='m3i_mm.PretrainedImageNet22kTo1k',
+                      checkpoint=pretrained, prefix='head.')))
+train_dataloader = dict(batch_size=16)
+val_dataloader = dict(batch_size=16)
+test_dataloader = val_dataloader
