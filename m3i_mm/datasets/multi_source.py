@@ -208,7 +208,12 @@ class MultiSourceDataset(Dataset):
         """The counts of the given steps of the data stream (and of indices without a
         step; None: of everything), as a ``(sources, columns)`` tensor; they are then
         cleared, so that each count is taken once. Call it in the training process, for
-        consumed steps."""
+        consumed steps.
+
+        With :class:`MultiSourceSampler` each step has its own row, written by the one worker
+        that loads it, so the counts are exact. Indices without a step (another sampler)
+        share one row that every worker increments without a lock: those counts are
+        approximate (two workers' simultaneous increments can count once)."""
         if steps is None:
             rows = list(range(COUNTER_STEPS + 1))
         else:

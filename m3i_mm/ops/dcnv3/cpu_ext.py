@@ -81,8 +81,10 @@ def compile_command(cxx: List[str], output: str) -> List[str]:
     openmp = 'OpenMP' in torch.__config__.parallel_info()
     return [
         # -fno-trapping-math: lets the point-geometry loop vectorise (NaN/Inf semantics are
-        # unchanged; nothing here relies on floating-point traps)
-        *cxx, '-O3', '-fno-trapping-math', '-std=c++20', '-fPIC', '-shared', '-DNDEBUG',
+        # unchanged; nothing here relies on floating-point traps). -ffp-contract=off: the
+        # backward classifies each point's rows twice (to size the band buffers, then to
+        # scatter) and both must agree bit for bit, whatever the compiler's FMA default
+        *cxx, '-O3', '-fno-trapping-math', '-ffp-contract=off', '-std=c++20', '-fPIC', '-shared', '-DNDEBUG',
         '-fopenmp' if openmp else '-fopenmp-simd',
         f'-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}',
         *ISA_FLAGS.get(capability(), []),
