@@ -269,7 +269,17 @@ def dcnv3_cpu(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
     """
     if not torch.compiler.is_compiling():  # (a traced graph runs after resolve_backend loaded it)
         load_extension()
+    if input.dtype in _REDUCED and (offset.dtype not in _REDUCED or mask.dtype not in _REDUCED):
+        # The kernels read offset and mask in the input's dtype: float32 offsets would be
+        # rounded to 16 bits (1/32 px steps at |offset| ~ 4) before locating the points.
+        # Mixed calls compute in float32 instead, as the PyTorch path locates in float32.
+        out = torch.ops.m3i_mm_dcnv3_cpu.forward(input.float(), offset.float(), mask.float(),
+                                                 *geo.as_args(), softmax_mask)
+        return out.to(input.dtype)
     return torch.ops.m3i_mm_dcnv3_cpu.forward(input, offset, mask, *geo.as_args(), softmax_mask)
+
+
+_REDUCED = (torch.float16, torch.bfloat16)
 
 
 def dcnv3_backward_cpu(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,

@@ -275,3 +275,26 @@ def test_direct_calls_with_inconsistent_shapes_are_refused():
     with pytest.raises(RuntimeError, match=r'grad_out has shape \[1, 5, 4, 32\]'):
         torch.ops.m3i_mm_dcnv3_cpu.backward(grad_out[:, :, :4], x, off, m, *geo.as_args(),
                                             False, True, 0)
+
+
+def test_half_input_with_float32_offsets_locates_in_float32():
+    """bf16 features with float32 offsets and masks (a direct call with mixed dtypes): the
+    points are located from the float32 offsets, so the result equals the float64
+    reference on the same values up to the bf16 rounding of the output, as the pytorch path
+    does; rounding the offsets to bf16 first would move points by up to 1/32 px."""
+    case = (1, 8, 8, 2, 16, 3, 1, 1, 1, 1.0, False, 6.0)  # offsets of a few pixels
+    x, off, m = [t.detach() for t in leaves(case)]
+    x16 = x.to(torch.bfloat16)
+    off32, m32 = off.float(), m.float()
+    leaves16 = [x16.requires_grad_(True), off32.requires_grad_(True), m32.requires_grad_(True)]
+    ref = call(case, [x16.detach().double(), off32.detach().double(), m32.detach().double()],
+               'pytorch')
+    out = call(case, leaves16)
+    assert out.dtype == torch.bfloat16
+    error = ((out.double() - ref).norm() / ref.norm()).item()
+    assert error <= 4e-3, error  # bf16 output rounding (2**-9 relative) and no more
+    rounded = call(case, [x16.detach(), off32.detach().to(torch.bfloat16),
+                          m32.detach().to(torch.bfloat16)])
+    assert ((rounded.double() - ref).norm() / ref.norm()).item() > 2 * error  # the test has teeth
+    grads = torch.autograd.grad(out.float().sum(), leaves16)
+    assert [g.dtype for g in grads] == [torch.bfloat16, torch.float32, torch.float32]
