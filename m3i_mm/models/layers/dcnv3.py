@@ -73,9 +73,8 @@ class DepthwiseConvNormAct(nn.Module):
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, act_layer: str = 'GELU',
-                 eps: float = 1e-6, backend: str = 'auto') -> None:
+                 eps: float = 1e-6) -> None:
         super().__init__()
-        self.backend = backend  # the fused CPU kernel is used only where DCNv3 runs 'cpu'
         if kernel_size % 2 == 0:
             raise ValueError(f'dw_kernel_size must be odd to keep the size, got {kernel_size}')
         self.conv = ChannelsLastConv2d(channels, channels, kernel_size,
@@ -83,8 +82,10 @@ class DepthwiseConvNormAct(nn.Module):
         self.norm = nn.LayerNorm(channels, eps=eps)
         self.act = build_activation(act_layer)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fused(x):
+    def forward(self, x: torch.Tensor, cpu_kernel: bool = True) -> torch.Tensor:
+        """Args: x ``(N, H, W, C)``; cpu_kernel: may use the CPU extension (DCNv3 passes
+        whether its own backend resolved to ``'cpu'``)."""
+        if cpu_kernel and self._fused(x):
             return cpu_ext.dwconv_norm_gelu(x, self.conv.weight, self.conv.bias,
                                             self.norm.weight, self.norm.bias, self.norm.eps)
         y = self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
@@ -93,11 +94,11 @@ class DepthwiseConvNormAct(nn.Module):
     def _fused(self, x: torch.Tensor) -> bool:
         """Whether the CPU extension's fused kernel computes this call: eager CPU inference
         in float32/float64 without autocast, exact GELU (3x faster than the three aten ops
-        at stage 3 of InternImage-T, 2 cores), when the DCNv3 backend resolves to ``'cpu'``."""
+        at stage 3 of InternImage-T, 2 cores)."""
         return (x.device.type == 'cpu' and x.dtype in (torch.float32, torch.float64)
                 and isinstance(self.act, nn.GELU) and self.act.approximate == 'none'
                 and eager_inference() and not torch.is_autocast_enabled('cpu')
-                and resolve_backend(self.backend, x.device) == 'cpu')
+                and cpu_ext.extension_available())
 
 
 class DCNv3(nn.Module):
@@ -161,8 +162,7 @@ class DCNv3(nn.Module):
                                       self.group_channels, offset_scale, self.remove_center)
         points = self.geometry.num_points
 
-        self.dw_conv = DepthwiseConvNormAct(channels, self.dw_kernel_size, act_layer,
-                                            backend=backend)
+        self.dw_conv = DepthwiseConvNormAct(channels, self.dw_kernel_size, act_layer)
         self.offset = nn.Linear(channels, group * points * 2)
         self.mask = nn.Linear(channels, group * points)
         self.input_proj = nn.Linear(channels, channels)
@@ -189,12 +189,14 @@ class DCNv3(nn.Module):
         if input.dim() != 4 or input.shape[-1] != self.channels:
             raise ValueError(f'DCNv3 expects (N, H, W, {self.channels}) channels-last input, '
                              f'got {tuple(input.shape)}')
+        backend = resolve_backend(self.backend, input.device)  # once, for both branches
         x = self.input_proj(input)
-        context = self.dw_conv(input)
+        # the fused native offset branch only where the op itself runs natively on the CPU
+        context = self.dw_conv(input, cpu_kernel=backend == 'cpu')
         # offsets and mask logits have the shapes the op wants by construction; the masks
         # are the softmax of the logits over each group's points (inside the op)
         out = dcnv3_checked(x, self.offset(context), self.mask(context), self.geometry,
-                            self.backend, softmax_mask=True)
+                            backend, softmax_mask=True)
         if self.center_feature_scale:
             gate = torch.sigmoid(F.linear(context, self.center_feature_scale_proj_weight,
                                           self.center_feature_scale_proj_bias))

@@ -95,7 +95,7 @@ def test_the_cpu_extension_and_the_pytorch_path_agree_inside_the_module():
 def test_eager_inference_paths_compute_what_training_computes():
     """In eager inference the module runs its offset/mask branch through the CPU extension's
     fused kernel (depth-wise conv, LayerNorm, GELU), activations in place and the conv with
-    a cached channels-last weight; the result matches the autograd path."""
+    a channels-last copy of its weight; the result matches the autograd path."""
     from m3i_mm.models.layers import DepthwiseConvNormAct
     from m3i_mm.ops.dcnv3 import cpu_ext
     torch.manual_seed(0)
@@ -138,3 +138,25 @@ def test_inference_follows_every_kind_of_weight_update():
     with torch.inference_mode():
         torch.testing.assert_close(conv(x), conv.bias.view(1, -1, 1, 1).expand_as(first))
     assert 'weight' in conv.state_dict() and len(conv.state_dict()) == 2
+
+
+def test_the_fused_offset_branch_follows_the_dcnv3_backend(monkeypatch):
+    """The native dw-conv+LN+GELU kernel runs only where the op itself runs natively
+    (backend 'cpu'); with backend 'pytorch' nothing native is used."""
+    from m3i_mm.ops.dcnv3 import cpu_ext
+    if not cpu_ext.extension_available():
+        pytest.skip(f'the CPU extension is unavailable here: {cpu_ext.unavailable_reason()}')
+    calls = []
+    real = cpu_ext.dwconv_norm_gelu
+    monkeypatch.setattr(cpu_ext, 'dwconv_norm_gelu',
+                        lambda *args: calls.append(1) or real(*args))
+    x = torch.randn(1, 6, 6, 16)
+    for backend, expected in (('pytorch', 0), ('cpu', 1), ('auto', 2)):
+        module = DCNv3(16, group=2, backend=backend)
+        with torch.inference_mode():
+            module(x)
+        assert len(calls) == expected, backend
+    monkeypatch.setenv('M3I_MM_DCNV3_BACKEND', 'pytorch')  # the override reaches it too
+    with torch.inference_mode():
+        DCNv3(16, group=2)(x)
+    assert len(calls) == 2
