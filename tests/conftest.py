@@ -39,6 +39,6 @@ def run_tool(args: List[str], cwd: str, env: Optional[dict] = None,
 @pytest.fixture
 def tiny_cls_workspace(tmp_path):
     """A directory holding ``data/tiny_cls``: 4 classes x 4 crops of 4 skimage photos."""
-    from m3i_mm.utils.photo_datasets import write_classification_folder
+    from m3i_mm.demo.photo_datasets import write_classification_folder
     write_classification_folder(str(tmp_path / 'data' / 'tiny_cls'))
     return tmp_path

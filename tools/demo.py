@@ -113,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     start = time.time()
 
     print(f'[demo] writing demo data under {data_root}', flush=True)
-    from m3i_mm.utils.photo_datasets import write_demo_datasets, write_m3i_demo_sources
+    from m3i_mm.demo.photo_datasets import write_demo_datasets, write_m3i_demo_sources
     write_m3i_demo_sources(osp.join(data_root, 'm3i'))
     write_demo_datasets(data_root)
 

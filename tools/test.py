@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from m3i_mm.utils.launch import (add_common_args, build_runner,  # noqa: E402
+from m3i_mm.cli.launch import (add_common_args, build_runner,  # noqa: E402
                                  check_checkpoint_arg, load_config, prepare_distributed,
                                  run_cli)
 

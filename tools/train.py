@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from m3i_mm.utils.launch import (add_common_args, build_runner, load_config,  # noqa: E402
+from m3i_mm.cli.launch import (add_common_args, build_runner, load_config,  # noqa: E402
                                  prepare_distributed, resolve_resume, run_cli,
                                  use_atomic_checkpoints)
 

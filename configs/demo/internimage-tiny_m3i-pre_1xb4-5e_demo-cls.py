@@ -2,7 +2,7 @@
 # ../internimage/internimage-t_m3i-pre_16xb32-20e_in1k.py (layer-wise lr decay, label
 # smoothing, EMA) with a tiny InternImage on 64 px crops of four photos, one class per photo.
 # Runs on a CPU from the working directory holding data/demo/cls, which
-# m3i_mm.utils.photo_datasets.write_demo_datasets('data/demo') writes.
+# m3i_mm.demo.photo_datasets.write_demo_datasets('data/demo') writes.
 # The backbone starts from the tiny M3I demo checkpoint (its default path below, or
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH).
 _base_ = '../internimage/internimage-t_m3i-pre_16xb32-20e_in1k.py'

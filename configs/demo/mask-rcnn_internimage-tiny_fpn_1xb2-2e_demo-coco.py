@@ -2,7 +2,7 @@
 # ../mask_rcnn/mask-rcnn_internimage-t_fpn_1x_coco.py with a tiny InternImage on six photos
 # (about 128 px) whose regions are the instances and whose classes are the regions' tones.
 # Runs on a CPU from the working directory holding data/demo/coco, which
-# m3i_mm.utils.photo_datasets.write_demo_datasets('data/demo') writes.
+# m3i_mm.demo.photo_datasets.write_demo_datasets('data/demo') writes.
 # The backbone starts from the tiny M3I demo checkpoint (its default path below, or
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH).
 _base_ = '../mask_rcnn/mask-rcnn_internimage-t_fpn_1x_coco.py'

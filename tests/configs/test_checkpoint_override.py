@@ -2,7 +2,7 @@
 import argparse
 import os.path as osp
 
-from m3i_mm.utils.launch import add_common_args, load_config
+from m3i_mm.cli.launch import add_common_args, load_config
 from tests.conftest import REPO
 
 CONFIG = osp.join(REPO, 'configs', 'mask_rcnn', 'mask-rcnn_internimage-t_fpn_1x_coco.py')

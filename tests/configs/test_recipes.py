@@ -204,7 +204,7 @@ def test_imagenet_evaluation_resizes_the_short_side_and_centre_crops(config, siz
     from mmengine.dataset import Compose
     from mmengine.registry import DefaultScope
 
-    from m3i_mm.utils.photo_datasets import photo_path
+    from m3i_mm.demo.photo_datasets import photo_path
     path = photo_path('chelsea')  # 451 x 300 PNG: non-square, no JPEG decoder differences
     cfg = load(config)
     with DefaultScope.overwrite_default_scope('mmpretrain'):

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from m3i_mm.utils.photo_datasets import (photo_caption_pairs, write_caption_manifest,
+from m3i_mm.demo.photo_datasets import (photo_caption_pairs, write_caption_manifest,
                                          write_caption_shards, write_classification_folder)
 
 NUM_PAIRS = 40

@@ -9,7 +9,7 @@ from mmengine.registry import init_default_scope
 from m3i_mm.datasets import (ImageTextDataset, MultiSourceDataset, TooManyBadSamplesError,
                              UnlabelledImageDataset)
 from m3i_mm.datasets import multi_source
-from m3i_mm.utils.photo_datasets import photo_caption_pairs, write_caption_manifest
+from m3i_mm.demo.photo_datasets import photo_caption_pairs, write_caption_manifest
 from .conftest import MANIFEST_BAD, NUM_PAIRS
 
 

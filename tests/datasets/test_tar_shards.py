@@ -9,7 +9,7 @@ import pytest
 from m3i_mm.datasets import BadSampleError, ImageTextDataset
 from m3i_mm.datasets import tar_shards
 from m3i_mm.datasets.tar_shards import ShardSet, expand_braces, shard_index_path
-from m3i_mm.utils.photo_datasets import write_caption_shards
+from m3i_mm.demo.photo_datasets import write_caption_shards
 from tests.conftest import REPO, run_tool
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from m3i_mm.datasets.transforms import (ColorJitter, M3IViews, PackM3IInputs, RandomGrayscale,
                                         sample_crop_box)
-from m3i_mm.utils.photo_datasets import load_photo
+from m3i_mm.demo.photo_datasets import load_photo
 
 
 @pytest.fixture(scope='module')

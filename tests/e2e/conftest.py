@@ -46,7 +46,7 @@ def tiny_backbone_state(seed: int = 1234) -> Dict[str, torch.Tensor]:
 @pytest.fixture(scope='session')
 def demo_workspace(tmp_path_factory):
     """A working directory with ``data/demo/{cls,coco,lvis,ade}``."""
-    from m3i_mm.utils.photo_datasets import write_demo_datasets
+    from m3i_mm.demo.photo_datasets import write_demo_datasets
     workspace = tmp_path_factory.mktemp('demo')
     write_demo_datasets(str(workspace / 'data' / 'demo'))
     return str(workspace)

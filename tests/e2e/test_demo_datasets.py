@@ -11,7 +11,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import DATASETS, DefaultScope
 
-from m3i_mm.utils.photo_datasets import TONE_CLASSES, write_coco_instances
+from m3i_mm.demo.photo_datasets import TONE_CLASSES, write_coco_instances
 from tests.e2e.conftest import demo_config
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.registry import MODELS, DefaultScope
 
-from m3i_mm.utils.launch import add_common_args, load_config
+from m3i_mm.cli.launch import add_common_args, load_config
 from tests.e2e.conftest import DEMO_CONFIGS, demo_config, tiny_backbone_state
 
 

@@ -10,7 +10,7 @@ from mmengine.runner import IterBasedTrainLoop, Runner
 from torch import nn
 
 from m3i_mm.engine.hooks.bad_sample_report_hook import COUNTS_KEY
-from m3i_mm.utils.photo_datasets import (photo_caption_pairs, write_caption_manifest,
+from m3i_mm.demo.photo_datasets import (photo_caption_pairs, write_caption_manifest,
                                          write_classification_folder)
 
 BAD_ROWS = {1: 'missing', 4: 'random_bytes', 9: 'truncated', 13: 'empty_caption'}

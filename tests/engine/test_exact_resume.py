@@ -24,7 +24,7 @@ ITERS, SAVE_AT = 6, 3
 
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
-    from m3i_mm.utils.photo_datasets import write_m3i_demo_sources
+    from m3i_mm.demo.photo_datasets import write_m3i_demo_sources
     root = tmp_path_factory.mktemp('exact_resume')
     write_m3i_demo_sources(str(root / 'data' / 'demo' / 'm3i'))
     return root
@@ -44,7 +44,7 @@ def train(workspace, work_dir: str, workers: int, resume_from=None) -> None:
     """One run of the tiny config in this process, as tools/train.py sets it up."""
     from mmengine.runner import Runner
 
-    from m3i_mm.utils.launch import use_atomic_checkpoints
+    from m3i_mm.cli.launch import use_atomic_checkpoints
     cfg = Config.fromfile(TINY_CONFIG)
     cfg.merge_from_dict(cfg_options(workers))
     cfg.merge_from_dict({'train_dataloader.dataset.sources.0.data_root':

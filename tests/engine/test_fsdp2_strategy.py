@@ -181,7 +181,7 @@ M3I_CONFIG = osp.join(TEST_CONFIGS, 'm3i_tiny_fsdp2.py')
 
 @pytest.mark.slow  # tools/dist_train.sh, 2 processes
 def test_m3i_trains_through_flexible_runner_and_dist_train(tmp_path):
-    from m3i_mm.utils.photo_datasets import write_m3i_demo_sources
+    from m3i_mm.demo.photo_datasets import write_m3i_demo_sources
     write_m3i_demo_sources(str(tmp_path / 'data' / 'demo' / 'm3i'), size=64)
     res = run_tool(['tools/dist_train.sh', M3I_CONFIG, '2', '--work-dir', 'w'],
                    cwd=str(tmp_path), env=dict(PORT=str(free_port())))
@@ -214,7 +214,7 @@ def test_m3i_trains_through_flexible_runner_and_dist_train(tmp_path):
 def test_sharded_checkpoints_through_the_checkpoint_hook(tmp_path):
     """m3i_mm.CheckpointHook commits FSDP2's sharded directories like files: renamed into
     place, last_checkpoint after, the replaced directories deleted after that."""
-    from m3i_mm.utils.photo_datasets import write_m3i_demo_sources
+    from m3i_mm.demo.photo_datasets import write_m3i_demo_sources
     write_m3i_demo_sources(str(tmp_path / 'data' / 'demo' / 'm3i'), size=64)
     res = run_tool(['tools/dist_train.sh', M3I_CONFIG, '2', '--work-dir', 'w', '--cfg-options',
                     'strategy.state_dict_type=sharded', 'default_hooks.checkpoint.interval=1',

@@ -122,7 +122,7 @@ def test_quick_comparison_on_digits_writes_json_table_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_quick_comparison_on_your_own_folders(tmp_path):
-    from m3i_mm.utils.photo_datasets import (COLOR_PHOTOS, write_classification_folder,
+    from m3i_mm.demo.photo_datasets import (COLOR_PHOTOS, write_classification_folder,
                                              write_m3i_demo_sources)
     sources = write_m3i_demo_sources(str(tmp_path / 'mine'), size=48)
     write_classification_folder(str(tmp_path / 'eval' / 'train'), COLOR_PHOTOS[:3],

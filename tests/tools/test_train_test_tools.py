@@ -35,7 +35,7 @@ def check_ok(res):
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """One uninterrupted 12-iteration run (checkpoints at 6 and 12), shared by the tests."""
-    from m3i_mm.utils.photo_datasets import write_classification_folder
+    from m3i_mm.demo.photo_datasets import write_classification_folder
     ws = tmp_path_factory.mktemp('tiny_cls')
     write_classification_folder(str(ws / 'data' / 'tiny_cls'))
     res = run_tool(['tools/train.py', TINY_CLS, '--work-dir', 'straight'], cwd=str(ws))

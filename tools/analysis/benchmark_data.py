@@ -36,7 +36,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from m3i_mm.datasets import MultiSourceDataset, MultiSourceSampler  # noqa: E402
-from m3i_mm.utils.photo_datasets import (photo_caption_pairs,  # noqa: E402
+from m3i_mm.demo.photo_datasets import (photo_caption_pairs,  # noqa: E402
                                          write_caption_manifest, write_caption_shards)
 
 PIPELINES = {

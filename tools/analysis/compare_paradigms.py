@@ -206,7 +206,7 @@ def prepare_data(args) -> dict:
                                                   ('unlabelled', args.unlabelled)) if v}
         description = 'your sources: ' + ', '.join(f'{k} {v}' for k, v in sources.items())
     else:
-        from m3i_mm.utils.photo_datasets import write_digits_sources
+        from m3i_mm.demo.photo_datasets import write_digits_sources
         digits = write_digits_sources(osp.join(data_dir, 'digits'), size=args.image_size)
         sources = dict(labelled=digits['labelled'], captions=digits['captions'],
                        unlabelled=digits['unlabelled'])
@@ -244,7 +244,7 @@ def _save_eval_set(data_dir: str, name: str, train: dict, test: dict) -> str:
 def photo_crop_sets(size: int, train_per_class: int, test_per_class: int) -> Tuple[dict, dict]:
     """Crops of the photos shipped with scikit-image, labelled by their photo: a train and a
     test split drawn with different seeds (RGB uint8 ``(N, size, size, 3)``)."""
-    from m3i_mm.utils.photo_datasets import (COLOR_PHOTOS, GRAY_PHOTOS, load_photo,
+    from m3i_mm.demo.photo_datasets import (COLOR_PHOTOS, GRAY_PHOTOS, load_photo,
                                              random_crops)
     splits = []
     for seed, per_class in ((10, train_per_class), (11, test_per_class)):

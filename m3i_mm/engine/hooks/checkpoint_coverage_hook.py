@@ -6,7 +6,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from m3i_mm.registry import HOOKS
-from m3i_mm.utils.launch import UsageError
+from m3i_mm.utils.errors import UsageError
 
 __all__ = ['CheckpointCoverageHook', 'CheckpointMismatchError']
 

@@ -405,7 +405,7 @@ class FSDP2Strategy(DDPStrategy):
             raise RuntimeError(
                 'FSDP2Strategy without a GPU needs a gloo process group initialised before '
                 'the runner is built; tools/train.py and tools/dist_train.sh do that '
-                '(m3i_mm.utils.launch.prepare_distributed)')
+                '(m3i_mm.cli.launch.prepare_distributed)')
         init_dist(launcher, backend, **kwargs)
 
     def _build_mesh(self) -> DeviceMesh:

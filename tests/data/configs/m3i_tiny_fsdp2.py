@@ -1,6 +1,6 @@
 # The CPU-sized M3I job (EMA target encoder, labels, mixed pairs) under FlexibleRunner with
 # m3i_mm.FSDP2Strategy, for tests: 3 iterations, one checkpoint. Run it from a directory
-# holding data/demo/m3i (m3i_mm.utils.photo_datasets.write_m3i_demo_sources).
+# holding data/demo/m3i (m3i_mm.demo.photo_datasets.write_m3i_demo_sources).
 _base_ = ['../../../configs/m3i/m3i_internimage-tiny_1xb8-300it_photos.py']
 
 model = dict(caption_head=None, text_encoder=None)  # no text model to load in tests

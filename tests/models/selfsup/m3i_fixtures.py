@@ -62,7 +62,7 @@ def build_tiny(config_name: str, backbone: Optional[dict] = None, **overrides):
 def photo_batch(size: int = 64, seed: int = 0, items=PHOTOS) -> dict:
     """Packed two-view samples of real photos, as a dataloader gives them."""
     from m3i_mm.registry import TRANSFORMS
-    from m3i_mm.utils.photo_datasets import load_photo
+    from m3i_mm.demo.photo_datasets import load_photo
     init_default_scope('mmpretrain')
     # the view pipelines draw from numpy's and Python's global RNGs (mmengine seeds both)
     np.random.seed(seed)

@@ -41,7 +41,7 @@ def losses_of(work_dir: str) -> list:
 
 @pytest.mark.slow
 def test_tiny_m3i_loss_falls_on_photos(tmp_path, monkeypatch):
-    from m3i_mm.utils.photo_datasets import write_m3i_demo_sources
+    from m3i_mm.demo.photo_datasets import write_m3i_demo_sources
     monkeypatch.chdir(tmp_path)
     write_m3i_demo_sources()
     cfg = tiny_config(str(tmp_path / 'work'), iters=200)
@@ -98,7 +98,7 @@ def test_m3i_on_digits_beats_random_init_in_a_linear_probe(tmp_path, monkeypatch
     handwritten seven"), a third unlabelled; 2000 iterations of the tiny M3I config. The probe
     is fitted on the whole train split and, few-shot, on 5 images per class (mean of 5
     draws); both are scored on the held-out split."""
-    from m3i_mm.utils.photo_datasets import write_digits_sources
+    from m3i_mm.demo.photo_datasets import write_digits_sources
     from mmpretrain.registry import MODELS
     monkeypatch.chdir(tmp_path)
     size, iters = 32, 2000

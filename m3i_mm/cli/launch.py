@@ -1,4 +1,4 @@
-"""Launch helpers shared by ``tools/train.py`` and ``tools/test.py``.
+"""Launch helpers shared by ``tools/train.py`` and ``tools/test.py`` (the command-line layer).
 
 mmengine's ``init_dist`` always calls ``torch.cuda.set_device``, so on a machine without a
 GPU we create the (gloo) process group ourselves before the runner is built; the runner
@@ -17,15 +17,13 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config, ConfigDict, DictAction
 
+from m3i_mm.utils.errors import UsageError
+
 __all__ = [
     'ConfigLoadError', 'UsageError', 'load_config', 'prepare_distributed', 'build_runner',
     'add_common_args', 'run_cli', 'use_atomic_checkpoints', 'resolve_resume',
     'check_checkpoint_arg'
 ]
-
-
-class UsageError(RuntimeError):
-    """Bad input to a tool (argument, file, environment); its message says what to do."""
 
 
 class ConfigLoadError(UsageError):
@@ -164,7 +162,7 @@ def use_atomic_checkpoints(cfg: Config) -> None:
 
 
 def _checkpoints_in(work_dir: str) -> str:
-    from .io import unreadable_checkpoint_reason
+    from m3i_mm.utils.io import unreadable_checkpoint_reason
     found = [p for p in sorted(glob.glob(os.path.join(work_dir, '*.pth')),
                                key=os.path.getmtime, reverse=True)
              if unreadable_checkpoint_reason(p) is None]
@@ -179,7 +177,7 @@ def check_checkpoint_arg(path: str, what: str) -> None:
         path: A file (or sharded checkpoint directory); URLs and ``m3i://`` names pass.
         what: How the user gave it, e.g. ``'--resume checkpoint'``.
     """
-    from .io import unreadable_checkpoint_reason
+    from m3i_mm.utils.io import unreadable_checkpoint_reason
     if '://' in path:
         return
     if not os.path.exists(path):
@@ -210,7 +208,7 @@ def resolve_resume(work_dir: str, resume: str) -> Optional[str]:
         raise UsageError(f'--resume: {record} is empty; pass a checkpoint with --resume PATH '
                          f'({_checkpoints_in(work_dir)})')
     if '://' not in path:
-        from .io import unreadable_checkpoint_reason
+        from m3i_mm.utils.io import unreadable_checkpoint_reason
         reason = unreadable_checkpoint_reason(path)
         if reason is not None:
             raise UsageError(f'--resume: {record} names {path}, which {reason}; pass a '

@@ -1,10 +1,10 @@
-"""m3i_mm.utils.launch: what the tools do before the runner starts."""
+"""m3i_mm.cli.launch: what the tools do before the runner starts."""
 import os.path as osp
 
 import pytest
 import torch
 
-from m3i_mm.utils.launch import (UsageError, check_launcher_env, load_config, resolve_resume,
+from m3i_mm.cli.launch import (UsageError, check_launcher_env, load_config, resolve_resume,
                                  use_atomic_checkpoints)
 from tests.conftest import REPO, TEST_CONFIGS
 

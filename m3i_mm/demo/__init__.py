@@ -1,0 +1,4 @@
+"""The demo and its data: small datasets written from the photos shipped with
+scikit-image and scikit-learn (``photo_datasets``), used by ``make demo``, the tests and
+the analysis tools. Not imported by the library.
+"""
