@@ -25,6 +25,7 @@ import io
 import os.path as osp
 from typing import Iterable, List, Optional, Sequence
 
+import cv2
 import mmcv
 import numpy as np
 from mmengine import fileio
@@ -123,7 +124,8 @@ def decode_image(data: bytes, path: str, backend: str = 'pillow') -> np.ndarray:
     try:
         if backend == 'pillow':
             with Image.open(io.BytesIO(data)) as pil_image:
-                img = np.ascontiguousarray(np.asarray(pil_image.convert('RGB'))[..., ::-1])
+                rgb = pil_image if pil_image.mode == 'RGB' else pil_image.convert('RGB')
+                img = cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR)
         else:
             img = mmcv.imfrombytes(data, flag='color', channel_order='bgr', backend='cv2')
     except Exception as err:  # decoders raise many types (cv2.error, OSError, ...)

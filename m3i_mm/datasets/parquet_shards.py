@@ -78,6 +78,15 @@ class ParquetShardSet:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
+    def __getstate__(self) -> dict:  # open files and caches stay in their process
+        state = dict(self.__dict__, _rows=OrderedDict(), _groups=OrderedDict(),
+                     _files=OrderedDict())
+        state.pop('pq')
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, pq=import_pyarrow())
+
     # ------------------------------------------------------------------ files
     def _file(self, shard_id: int):
         """The open ``ParquetFile`` of a shard (a few kept open; reopened after a fork)."""

@@ -22,7 +22,14 @@ must match, and unless the modification time matches too, the fingerprint of the
 first and last 64 KiB must; when a shard's offset table is loaded for reading, the
 fingerprint is always checked. A stale, corrupt or old-version index is ignored with a
 warning naming it, and the shard is scanned again (and its index rewritten where
-possible). Indexes of shards on other storage backends are trusted as they are.
+possible). Indexes of shards on other storage backends are trusted as they are. While a
+shard's offset table is cached, every read compares the shard's size and modification
+time with those the table was loaded for, and loads it again if they changed.
+
+Indexes are written next to the shards, or into ``index_cache_dir`` (file names carry a
+hash of the shard's path) for read-only shard folders. Where neither can be written (a
+read-only folder without ``index_cache_dir``, a read-only or full cache), one warning
+says so and the shards are read all the same, their headers scanned at every start.
 """
 import glob
 import hashlib
