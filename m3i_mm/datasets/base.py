@@ -193,8 +193,9 @@ class PathRules:
     def _scheme_problem(self, scheme: str, path: str) -> Optional[str]:
         try:
             fileio.get_file_backend(path, backend_args=self.backend_args)
-        except Exception:  # mmengine raises KeyError or ValueError for unknown prefixes
-            hint = ': give the plain local path' if scheme == 'file' else ''
+        except Exception as err:  # KeyError/ValueError for unknown prefixes, ImportError
+            hint = ': give the plain local path' if scheme == 'file' else \
+                f' ({type(err).__name__}: {err})'
             return f"no mmengine file backend reads '{scheme}://' paths{hint}"
         return None
 

@@ -225,7 +225,8 @@ def load_tool(path: str):
 def test_glob_brace_and_list_patterns_expand(shard_dir):
     names = [f'data-{i:06d}.tar' for i in range(4)]
     for spec in ('*.tar', 'data-00000[0-3].tar', 'data-{000000..000003}.tar',
-                 'data-000000.tar::data-000001.tar::data-00000{2,3}.tar', ['*0.tar', 'data-00000[1-3].tar']):
+                 'data-000000.tar::data-000001.tar::data-00000{2,3}.tar',
+                 ['*0.tar', 'data-00000[1-3].tar']):
         ds = ImageTextDataset(data_root=str(shard_dir), shards=spec)
         assert ds._shard_names == names and len(ds) == 20, spec
     absolute = ImageTextDataset(shards=str(shard_dir / '*.tar'))
