@@ -99,11 +99,15 @@ def decode_image(data: bytes, path: str, backend: str = 'pillow') -> np.ndarray:
 
     Backends:
 
-    - ``'pillow'`` (default): ``PIL.Image.open(...).convert('RGB')``, what torchvision's
-      ``ImageFolder`` loader and SiameseIM (whose pipeline M3I follows) decode with. The
-      EXIF orientation tag is **ignored** (pixels in stored order) and CMYK JPEGs are
-      converted by PIL. Chosen as the default so that the pixels fed to pre-training are
-      those of the reference pipeline, bit for bit.
+    - ``'pillow'`` (default): ``PIL.Image.open(...).convert('RGB')``, the default loader
+      of torchvision's ``ImageFolder``, which SiameseIM (whose pipeline M3I follows) reads
+      its data with (``ImagenetWithMask(datasets.ImageFolder)`` in its
+      ``util/datasets.py``). The EXIF orientation tag is **ignored** (pixels in stored
+      order) and CMYK JPEGs are converted by PIL. Chosen as the default so that the pixels
+      fed to pre-training are those of the reference pipeline, bit for bit. (Images that
+      img2dataset re-encoded carry no orientation tag: its resizer decodes with
+      ``cv2.IMREAD_UNCHANGED``, which ignores the tag, and writes no EXIF; both backends
+      then see the same stored orientation.)
     - ``'cv2'``: OpenCV through ``mmcv.imfrombytes(flag='color')``, as mmcv's
       ``LoadImageFromFile`` decodes: the EXIF orientation **is applied** (tags 3, 6 and 8
       rotate the image by 180, 90 and 270 degrees, 6 and 8 swap height and width, tags

@@ -195,7 +195,7 @@ def _read_delimited(f: BinaryIO, path: str, path_key: str, caption_key: str,
                     check_path: PathCheck) -> None:
     split = _split_csv_line if file_format == 'csv' else _split_tsv_line
     header: Optional[List[str]] = columns
-    header_line = 0 if columns is not None else None
+    header_from = 'columns= names'  # what the field count is compared with, for errors
     for line_no, line in _lines(f, path, manifest):
         where = f'{path}:{line_no}'
         fields = split(line, where)
@@ -203,7 +203,7 @@ def _read_delimited(f: BinaryIO, path: str, path_key: str, caption_key: str,
             if manifest.paths:  # rows before the header: its line was not valid UTF-8
                 raise ValueError(f'{path}: the header line is not valid UTF-8')
             if path_key in fields and caption_key in fields:
-                header, header_line = fields, line_no
+                header, header_from = fields, 'the header has'
                 continue
             try:
                 header = _headerless_columns(fields, path_key, caption_key)
@@ -214,14 +214,13 @@ def _read_delimited(f: BinaryIO, path: str, path_key: str, caption_key: str,
                 raise ValueError(
                     f'{path}: no column {missing[0]!r} in the header {fields}; set '
                     'path_key/caption_key, or columns=[...] if the file has no header row')
-            header_line = 0
+            header_from = 'the first line has'
             print_log(f'{path}: no header row; read as {file_format.upper()} columns '
                       f'{header} (pass columns= to say so and silence this)',
                       logger='current')
         if len(fields) != len(header):
-            named = 'the header has' if header_line else 'columns= names'
             raise ValueError(
-                f'{where}: {len(fields)} fields, but {named} {len(header)} '
+                f'{where}: {len(fields)} fields, but {header_from} {len(header)} '
                 f'({", ".join(header)})' + ('; a tab inside a caption?' if file_format == 'tsv'
                                             else '; an unquoted comma or quote?'))
         _append_row(dict(zip(header, fields)), path_key, caption_key, manifest, where,

@@ -58,6 +58,7 @@ class SampleIndex(int):
     def __repr__(self) -> str:
         return f'SampleIndex({int(self)}, rng_key={self.rng_key:#018x}, step={self.step})'
 
+
 def check_block_sizes(source_sizes: Sequence[int],
                       block_sizes: Sequence[Optional[Sequence[int]]]) -> None:
     """Each source's block sizes (None, or a flat list of sample counts >= 0 per storage
@@ -375,10 +376,10 @@ class MultiSourceSampler(Sampler):
         unchanged) but is not the order an uninterrupted run would have seen; a warning
         names the differences.
         """
-        if not isinstance(state, dict) or state.get('version') != STATE_VERSION:
-            raise ValueError(f'unsupported MultiSourceSampler state version '
-                             f'{state.get("version") if isinstance(state, dict) else state!r}'
-                             f' (expected {STATE_VERSION})')
+        version = state.get('version') if isinstance(state, dict) else None
+        if version != STATE_VERSION:
+            raise ValueError(f'unsupported MultiSourceSampler state version {version!r} '
+                             f'(expected {STATE_VERSION})')
         positions = state.get('source_positions')
 
         def whole(value, least=0):
