@@ -7,9 +7,9 @@ the two fixes the pinned stack needs (``tools/analysis/browse_dataset.py`` hands
   ``UniversalVisualizer``; configs built on ``mmpretrain::`` bases (all of ours) carry the
   ``_scope_`` key mmengine adds there, which the visualizer rejects (``TypeError: unexpected
   keyword argument '_scope_'``). The key is dropped. Its ``make_grid`` also calls
-  matplotlib's private ``adjust_bbox(figure, bbox)``, which takes the figure's renderer as a
-  third argument since matplotlib 3.6 (``TypeError: missing ... 'renderer'``); the renderer
-  of the figure's canvas is passed when it is missing.
+  matplotlib's private ``adjust_bbox(figure, bbox)``, which in the installed matplotlib
+  (3.11) also takes the figure's renderer (``TypeError: missing ... 'renderer'``); the
+  renderer of the figure's canvas is passed when it is missing.
 - mmseg 1.2.2's browser gives its visualizer an image that is a channel-permuted view of the
   input tensor; ``SegLocalVisualizer`` draws labels on ``np.zeros_like`` of it with OpenCV,
   which (OpenCV 5) refuses arrays of that memory layout. The image is made contiguous.

@@ -36,12 +36,12 @@ def browse(monkeypatch, workspace, *argv):
     original = tool.draw_sample
 
     def record(path, original_image, sample, canvas, mask, mixing, title, label, partner,
-               show, interval):
+               show, interval, colors=None):
         drawn.append(dict(path=path, original=original_image, sample=sample, canvas=canvas,
                           mask=mask, mixing=mixing, title=title, label=label, partner=partner,
                           show=show))
         return original(path, original_image, sample, canvas, mask, mixing, title, label,
-                        partner, show, interval)
+                        partner, show, interval, colors)
 
     monkeypatch.setattr(tool, 'draw_sample', record)
     tool.main([config_path('m3i'), *map(str, argv)])

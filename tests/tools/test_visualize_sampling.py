@@ -225,3 +225,15 @@ def test_command_line_error_is_one_line(checkpoint, photo, tmp_path):
     lines = [line for line in res.stderr.splitlines() if line.startswith('error:')]
     assert len(lines) == 1 and 'outside the image' in lines[0], res.stderr[-2000:]
     assert 'Traceback' not in res.stderr and not osp.exists(tmp_path / 'x.png')
+
+
+def test_palette_png_is_smaller(checkpoint, photo, tmp_path):
+    path, _ = checkpoint
+    (tmp_path / 'full').mkdir()
+    full, _ = run(tmp_path / 'full', config_path('m3i'), path, photo, '--points', '100,60')
+    small, _ = run(tmp_path, config_path('m3i'), path, photo, '--points', '100,60',
+                   '--png-colors', 64)
+    with Image.open(full) as a, Image.open(small) as b:
+        assert a.mode == 'RGB' and b.mode == 'P' and a.size == b.size
+    assert osp.getsize(small) < 0.7 * osp.getsize(full)
+    assert_picture(small)

@@ -62,6 +62,8 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, Li
                         help='number of samples to show (M3I default 8; downstream: all)')
     parser.add_argument('--show-interval', type=float, default=2,
                         help='seconds each window is shown (default 2)')
+    parser.add_argument('--png-colors', type=int, metavar='N',
+                        help='M3I: reduce the PNGs to a palette of N colours (smaller files)')
     parser.add_argument('--seed', type=int, default=0,
                         help='M3I: seed of the sampler and of the mixing masks (default 0)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -69,6 +71,8 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, Li
     args, rest = parser.parse_known_args(argv)
     if args.show_number is not None and args.show_number < 1:
         parser.error('--show-number must be at least 1')
+    if args.png_colors is not None and not 2 <= args.png_colors <= 256:
+        parser.error('--png-colors must be in 2..256')
     return args, rest
 
 
@@ -249,12 +253,15 @@ def to_rgb(chw_bgr) -> np.ndarray:
 
 def draw_sample(path: Optional[str], original: np.ndarray, sample: dict, canvas: np.ndarray,
                 mask: Optional[np.ndarray], mixing: dict, title: str, label: str,
-                partner: str, show: bool, interval: float) -> None:
+                partner: str, show: bool, interval: float, colors: Optional[int] = None
+                ) -> None:
     import matplotlib
     if not show:
         matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+
+    from m3i_mm.cli.figures import save_png
 
     meta = sample['data_samples'].metainfo
     views = sample['inputs']
@@ -306,7 +313,7 @@ def draw_sample(path: Optional[str], original: np.ndarray, sample: dict, canvas:
     fig.text(0.5, 0.03, label + (f'\n{partner}' if partner else ''), ha='center', fontsize=8)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.82, bottom=0.14, wspace=0.05)
     if path:
-        fig.savefig(path, dpi=100)
+        save_png(fig, path, 100, colors)
     if show:
         plt.show(block=False)
         plt.pause(interval)
@@ -348,7 +355,8 @@ def browse_m3i(cfg, args: argparse.Namespace, rest: Sequence[str]) -> None:
                     if args.output_dir else None)
             draw_sample(path, original, sample, to_rgb(canvases[position]),
                         None if masks is None else masks[position].numpy(), mixing, title,
-                        label_text(dataset, sample), partner, show, args.show_interval)
+                        label_text(dataset, sample), partner, show, args.show_interval,
+                        args.png_colors)
             written += 1
             progress.update()
     progress.close()

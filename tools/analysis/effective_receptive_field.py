@@ -62,6 +62,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', default='erf.png', help='output PNG (default erf.png)')
     parser.add_argument('--json', help='also write the fields\' radii (and sizes) here')
     parser.add_argument('--device', default='cpu', help='torch device (default cpu)')
+    parser.add_argument('--png-colors', type=int, metavar='N',
+                        help='reduce the PNG to a palette of N colours (smaller files, e.g. for '
+                        'documentation; default: full colour)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
     args = parser.parse_args(argv)
@@ -69,6 +72,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error('--size must be at least 32 pixels')
     if args.num_images is not None and args.num_images < 1:
         parser.error('--num-images must be at least 1')
+    if args.png_colors is not None and not 2 <= args.png_colors <= 256:
+        parser.error('--png-colors must be in 2..256')
     return args
 
 
@@ -98,11 +103,14 @@ def square_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def draw(fields: Sequence[np.ndarray], labels: Sequence[str], radii: Sequence[dict],
-         centre: Sequence[float], title: str, scale: str, out: str) -> None:
+         centre: Sequence[float], title: str, scale: str, out: str,
+         colors: Optional[int] = None) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle
+
+    from m3i_mm.cli.figures import save_png
 
     fig, axes = plt.subplots(1, len(fields), figsize=(4.2 * len(fields) + 0.6, 5.0), dpi=100,
                              squeeze=False)
@@ -125,7 +133,7 @@ def draw(fields: Sequence[np.ndarray], labels: Sequence[str], radii: Sequence[di
     bar.set_label('log10(field / max)' if scale == 'log' else 'field / max', fontsize=8)
     fig.suptitle(title + '\ncircles: 50% (solid) and 90% (dashed) of the mass around the '
                  'centre output (+)', fontsize=8)
-    fig.savefig(out, dpi=100)
+    save_png(fig, out, 100, colors)
     plt.close(fig)
 
 
@@ -179,7 +187,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     title = (f'{osp.basename(args.config)}: effective receptive field of stage {args.stage} '
              f'(stride {map_x.scale:g} px), {len(paths)} image(s) at {args.size}x{args.size} px')
     draw(fields, [f'weights: {label}' for label in labels], radii, centre, title, args.scale,
-         args.out)
+         args.out, args.png_colors)
     print(f'{"weights":<60} {"r50 px":>7} {"r90 px":>7} {"r99 px":>7}')
     for label, radius in zip(labels, radii):
         print(f'{label[:60]:<60} ' + ' '.join(f'{radius[s]:7.1f}' for s in SHARES))

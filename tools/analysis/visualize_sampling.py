@@ -34,6 +34,7 @@ import argparse
 import json
 import os.path as osp
 import sys
+import textwrap
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -87,6 +88,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--json', help='also write the points (pixels of IMAGE) to this file')
     parser.add_argument('--device', default='cpu', help='torch device (default cpu)')
     parser.add_argument('--dpi', type=int, default=100, help='PNG resolution (default 100)')
+    parser.add_argument('--png-colors', type=int, metavar='N',
+                        help='reduce the PNG to a palette of N colours (smaller files, e.g. for '
+                        'documentation; default: full colour)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. model.backbone.dcn_backend=pytorch')
     args = parser.parse_args(argv)
@@ -98,6 +102,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error('--layers and --max-points must be at least 1')
     if args.input_size is not None and args.input_size < 8:
         parser.error('--input-size must be at least 8 pixels')
+    if args.png_colors is not None and not 2 <= args.png_colors <= 256:
+        parser.error('--png-colors must be in 2..256')
     if args.out is None:
         stem = osp.splitext(osp.basename(args.image))[0]
         args.out = f'sampling_{stem}_stage{args.stage}.png'
@@ -152,6 +158,12 @@ def input_to_image(v, image_side: int, input_side: int):
     return (v + 0.5) * (image_side / input_side) - 0.5
 
 
+def max_marker_area(count: int) -> float:
+    """Marker area of the heaviest point: :data:`MAX_AREA` for up to 200 points, shrinking
+    with the square root of the count beyond (thousands of stacked points stay apart)."""
+    return max(6.0, MAX_AREA * min(1.0, (200 / max(count, 1))**0.5))
+
+
 def group_colours(num_groups: int):
     import matplotlib
     cmap = matplotlib.colormaps['tab10' if num_groups <= 10 else 'tab20' if num_groups <= 20
@@ -162,7 +174,7 @@ def group_colours(num_groups: int):
 def draw(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, weights: np.ndarray,
          groups: np.ndarray, num_groups: int, centres: Sequence[Tuple[float, float]],
          grid: Optional[Tuple[np.ndarray, np.ndarray]], title: str, notes: Sequence[str],
-         out: str, dpi: int = 100) -> dict:
+         out: str, dpi: int = 100, colors: Optional[int] = None) -> dict:
     """Draw the points on the image and save a PNG.
 
     Returns:
@@ -172,6 +184,8 @@ def draw(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, weights: np.ndarray,
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+
+    from m3i_mm.cli.figures import save_png
 
     height, width = image.shape[:2]
     fig_w = 8.0
@@ -187,7 +201,8 @@ def draw(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, weights: np.ndarray,
     w_max = float(weights.max()) if weights.size else 1.0
     order = np.argsort(weights, kind='stable')  # heaviest on top
     many = len(xs) > 2000
-    scatter = ax.scatter(xs[order], ys[order], s=MAX_AREA * weights[order] / w_max,
+    max_area = max_marker_area(len(xs))
+    scatter = ax.scatter(xs[order], ys[order], s=max_area * weights[order] / w_max,
                c=[colours[g] for g in groups[order]], alpha=0.55 if many else 0.9,
                linewidths=0 if many else 0.4, edgecolors='black')
     if grid is not None:
@@ -210,7 +225,7 @@ def draw(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, weights: np.ndarray,
         handles.append(Line2D([], [], marker='o', ls='', markersize=7, color=colours[shown[0]],
                               label=f'{len(shown)} groups, one colour each'))
     for share in (1.0, 0.25):
-        area = MAX_AREA * share
+        area = max_area * share
         handles.append(Line2D([], [], marker='o', ls='', color='grey',
                               markersize=float(np.sqrt(area)),
                               label=f'weight {share * w_max:.3g}'))
@@ -219,8 +234,9 @@ def draw(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, weights: np.ndarray,
                               label='regular grid (zero offsets)'))
     fig.legend(handles=handles, loc='lower center', ncol=4, fontsize=7, frameon=False,
                bbox_to_anchor=(0.5, 0.38 / fig_h))
-    fig.text(0.5, 0.06 / fig_h, '\n'.join(notes), ha='center', va='bottom', fontsize=7)
-    fig.savefig(out, dpi=dpi)
+    lines = [part for note in notes for part in textwrap.wrap(note, 150)]
+    fig.text(0.5, 0.06 / fig_h, '\n'.join(lines), ha='center', va='bottom', fontsize=7)
+    save_png(fig, out, dpi, colors)
     plt.close(fig)
     return dict(points=int(scatter.get_offsets().shape[0]), size=(int(fig_w * dpi), int(round(fig_h * dpi))))
 
@@ -291,7 +307,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         notes.append(f'model input {input_hw[1]}x{input_hw[0]} px, drawn on the '
                      f'{image_hw[1]}x{image_hw[0]} px image')
     drawn = draw(image, xs, ys, points.weight, points.group, fields[-1].geometry.group,
-                 centres, grid, title, notes, args.out, args.dpi)
+                 centres, grid, title, notes, args.out, args.dpi, args.png_colors)
 
     for index, ((px, py), (row, col), (cx, cy)) in enumerate(zip(args.points, cells, centres)):
         mine = points.location == index
