@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from m3i_mm.utils.errors import UsageError
-from tests.conftest import run_tool
+from tests.conftest import REPO, run_tool
 from tests.tools.analysis_fixtures import (config_path, deformed_backbone_state,
                                            load_tool, save_checkpoint, serve_official_entry)
 from tests.zoo.conftest import server, zoo_home  # noqa: F401
@@ -237,3 +237,17 @@ def test_palette_png_is_smaller(checkpoint, photo, tmp_path):
         assert a.mode == 'RGB' and b.mode == 'P' and a.size == b.size
     assert osp.getsize(small) < 0.7 * osp.getsize(full)
     assert_picture(small)
+
+
+def test_cb_internimage_detector(checkpoint, photo, tmp_path):
+    """A CB-InternImage detector loads a single InternImage checkpoint into both backbones
+    with the assisting gates at zero, so its lead backbone samples where InternImage does."""
+    path, _ = checkpoint
+    args = [photo, '--points', '100,60', '--stage', 1, '--input-size', 96]
+    _, cb = run(tmp_path, osp.join(REPO, 'configs/demo/'
+                                   'dino-4scale_cb-internimage-tiny_1xb2-2it_demo-coco.py'),
+                path, *args)
+    _, single = run(tmp_path, config_path('m3i'), path, *args)
+    assert len(cb['points']['x']) == 4 * 9
+    for key in ('x', 'y', 'weight'):
+        np.testing.assert_allclose(cb['points'][key], single['points'][key], atol=1e-5)
