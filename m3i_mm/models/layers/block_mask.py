@@ -33,7 +33,7 @@ import torch
 
 from m3i_mm.registry import TASK_UTILS
 
-__all__ = ['BlockMaskGenerator', 'expand_patch_mask']
+__all__ = ['BlockMaskGenerator', 'expand_patch_mask', 'mix_pairs']
 
 GeneratorLike = Union[None, torch.Generator, np.random.Generator]
 
@@ -52,6 +52,18 @@ def expand_patch_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tens
                          f'{(height, width)}')
     return mask.repeat_interleave(height // mask.shape[1], 1).repeat_interleave(
         width // mask.shape[2], 2)
+
+
+def mix_pairs(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """M3I's mixed input: canvas ``i`` shows ``images[i]`` where the patch mask is False and
+    ``images[(i + 1) % N]`` where it is True.
+
+    Args:
+        images: ``(N, C, H, W)`` (any dtype).
+        mask: ``(N, h, w)`` bool patch mask whose grid tiles ``(H, W)``.
+    """
+    pixel_mask = expand_patch_mask(mask, images.shape[-2], images.shape[-1])
+    return torch.where(pixel_mask[:, None], torch.roll(images, -1, dims=0), images)
 
 
 def _to_hw(input_size: Union[int, Sequence[int]]) -> Tuple[int, int]:

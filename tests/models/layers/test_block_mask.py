@@ -196,3 +196,26 @@ def test_block_sizes_that_yield_no_block_are_refused(size, kwargs, message):
     random patches, silently (issue 21.15)."""
     with pytest.raises(ValueError, match=message):
         BlockMaskGenerator(size, **kwargs)
+
+
+def test_mix_pairs_is_the_canvas_m3i_feeds_its_backbone():
+    """What the M3I pre-trainer encodes for a given mask is mix_pairs of the view-1 batch:
+    image i where the mask is False, image (i + 1) % N where it is True."""
+    from m3i_mm.models.layers.block_mask import mix_pairs
+    from tests.models.selfsup.m3i_fixtures import build_tiny, photo_batch
+    model = build_tiny('m3i_internimage-t_16xb128-100k_in1k-cc12m.py', caption_head=None,
+                       text_encoder=None)
+    data = model.data_preprocessor(photo_batch(size=64))
+    views1 = data['inputs'][:, 0]
+    mask = BlockMaskGenerator(4, mask_ratio=0.5, min_num_patches=1)(
+        views1.shape[0], generator=torch.Generator().manual_seed(3))
+    seen = []
+    handle = model.backbone.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        model.predict(data['inputs'], data['batch'], mask)
+    handle.remove()
+    torch.testing.assert_close(seen[0], mix_pairs(views1, mask), rtol=0, atol=0)
+    # by hand for one patch: canvas 0's masked patch shows image 1 there
+    r, c = map(int, torch.nonzero(mask[0])[0])
+    patch = (slice(None), slice(16 * r, 16 * r + 16), slice(16 * c, 16 * c + 16))
+    torch.testing.assert_close(mix_pairs(views1, mask)[0][patch], views1[1][patch])
