@@ -26,13 +26,14 @@ In a config (``default_scope = 'mmpretrain'``)::
 from .base import BadSampleError, ImageSource, decode_image
 from .image_folders import LabelledImageDataset, UnlabelledImageDataset
 from .image_text import ImageTextDataset
+from .inaturalist import INaturalist2018
 from .multi_source import MultiSourceDataset, TooManyBadSamplesError
 from .multi_source_sampler import MultiSourceSampler
 from .permutation import BlockShuffle, feistel_permute
 from .transforms import M3IViews, PackM3IInputs
 
 __all__ = [
-    'BadSampleError', 'BlockShuffle', 'ImageSource', 'ImageTextDataset',
+    'BadSampleError', 'BlockShuffle', 'INaturalist2018', 'ImageSource', 'ImageTextDataset',
     'LabelledImageDataset', 'M3IViews', 'MultiSourceDataset', 'MultiSourceSampler',
     'PackM3IInputs',
     'TooManyBadSamplesError', 'UnlabelledImageDataset', 'decode_image', 'feistel_permute'
