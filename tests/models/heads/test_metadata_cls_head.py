@@ -143,3 +143,35 @@ def test_the_recipes_initialisation_scales_the_classifier_only():
     assert head.meta_encoders[0][0].weight.std().item() == pytest.approx(0.02, rel=0.3)
     assert torch.count_nonzero(head.fc.bias) == 0
     assert torch.equal(head.meta_norm.weight, torch.ones(128))
+
+
+def test_official_inaturalist_checkpoint_loads_strictly_into_the_recipes_model():
+    """The whole official iNaturalist layout (InternImage-H backbone, CLIP-projector head,
+    8142-way classifier, metadata branch; tiny widths) converts into the model of the
+    recipe's config, every key in its place."""
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+
+    from tests.configs.test_all_configs import load, make_testable
+    from tests.models.backbones.official_checkpoint import (expected_name, official_shapes,
+                                                            random_state_dict)
+    cfg = load('internimage/internimage-h_in22k-pre_32xb16-100e_inat2018-384px.py')
+    model_cfg = make_testable(cfg)  # tiny H: 16 channels, depths 1-1-2-1, no pretrained load
+    arch = model_cfg['backbone']['arch']
+    shapes = official_shapes(
+        arch['channels'], arch['depths'], arch['groups'], layer_scale=False, post_norm=False,
+        res_post_norm=True, dw_kernel_size=arch['dw_kernel_size'],
+        post_norm_ids=arch['level2_post_norm_block_ids'], center_feature_scale=True,
+        clip_head=True, embed_dim=1024, clip_dim=768, num_classes=8142)
+    meta = {k: v for k, v in official_head_shapes().items() if k.startswith('meta')}
+    for key, shape in meta.items():  # the recipe's widths: meta_dim 64, 8142 classes
+        shapes[key] = tuple(8142 if d == CLASSES else 64 if d == META else 128 if d == 2 * META
+                            else d for d in shape)
+    official = random_state_dict(shapes, seed=5)
+    converted = convert_internimage({'model': official})['state_dict']
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(model_cfg)
+    model.load_state_dict(converted, strict=True)
+    ours = model.state_dict()
+    for key, value in official.items():
+        assert torch.equal(ours[expected_name(key)], value), key
