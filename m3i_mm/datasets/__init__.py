@@ -30,13 +30,15 @@ without a header row), parquet URL lists, WebDataset tar shards (img2dataset's
 from .base import DECODE_BACKENDS, BadSampleError, ImageSource, decode_image
 from .image_folders import LabelledImageDataset, UnlabelledImageDataset
 from .image_text import ImageTextDataset
+from .inaturalist import INaturalist2018
 from .multi_source import MultiSourceDataset, TooManyBadSamplesError
 from .multi_source_sampler import MultiSourceSampler
 from .permutation import BlockShuffle, feistel_permute
 from .transforms import M3IViews, PackM3IInputs
 
 __all__ = [
-    'DECODE_BACKENDS', 'BadSampleError', 'BlockShuffle', 'ImageSource', 'ImageTextDataset',
+    'DECODE_BACKENDS', 'BadSampleError', 'BlockShuffle', 'INaturalist2018', 'ImageSource',
+    'ImageTextDataset',
     'LabelledImageDataset', 'M3IViews', 'MultiSourceDataset', 'MultiSourceSampler',
     'PackM3IInputs',
     'TooManyBadSamplesError', 'UnlabelledImageDataset', 'decode_image', 'feistel_permute'
