@@ -1,4 +1,5 @@
-"""Import the official InternImage code from a user's checkout, for side-by-side benchmarks.
+"""Import the official InternImage code from a user's checkout, for side-by-side benchmarks
+and FLOP counts.
 
 Nothing of the official code is copied into this repository: the benchmarks import it from
 a checkout the user gives (``git clone https://github.com/OpenGVLab/InternImage``) with
