@@ -82,14 +82,24 @@ def dcnv3_activation_jit(inputs: List[Any], outputs: List[Any]) -> int:
 def register_flop_counters() -> bool:
     """Add the DCNv3 rules to mmengine's default FLOP and activation handles.
 
+    mmengine has no public registry of handles: ``FlopAnalyzer`` reads these module-level
+    dicts (mmengine 0.7 to 0.10) when it is created. Where they are missing, nothing is
+    registered, and ``FlopAnalyzer(...).set_op_handle(name, dcnv3_flop_jit)`` for each of
+    :data:`DCNV3_TRACED_OPS` does the same by hand.
+
     Returns:
-        Whether mmengine is installed (the op itself needs only torch).
+        Whether the rules were registered (mmengine installed, the op itself needs only
+        torch).
     """
     try:
         from mmengine.analysis import complexity_analysis
     except ImportError:
         return False
+    flop_handles = getattr(complexity_analysis, '_DEFAULT_SUPPORTED_FLOP_OPS', None)
+    activation_handles = getattr(complexity_analysis, '_DEFAULT_SUPPORTED_ACT_OPS', None)
+    if not isinstance(flop_handles, dict) or not isinstance(activation_handles, dict):
+        return False
     for name in DCNV3_TRACED_OPS:
-        complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS[name] = dcnv3_flop_jit
-        complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS[name] = dcnv3_activation_jit
+        flop_handles[name] = dcnv3_flop_jit
+        activation_handles[name] = dcnv3_activation_jit
     return True
