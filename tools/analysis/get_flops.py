@@ -234,8 +234,12 @@ def official_count(root: str, model: nn.Module, shape: Tuple[int, int], device: 
     num_classes = getattr(model.head, 'num_classes', 1000)
     clip_projector = isinstance(getattr(model, 'neck', None), InternImageCLIPNeck)
     get_flops = official_get_flops(root)
-    with parameters_on_meta() if weights == 'empty' else contextlib.nullcontext():
-        official = official_classifier(root, backbone.arch, num_classes, clip_projector)
+    try:
+        with parameters_on_meta() if weights == 'empty' else contextlib.nullcontext():
+            official = official_classifier(root, backbone.arch, num_classes, clip_projector)
+    except ModuleNotFoundError as error:  # the official model imports timm
+        raise UsageError(f'--official: the official model needs the {error.name!r} package '
+                         f'(pip install {error.name})') from error
     if weights == 'empty':
         empty_parameters(official, device)
     official = official.to(device).eval()
