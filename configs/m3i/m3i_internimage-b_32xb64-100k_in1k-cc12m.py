@@ -5,7 +5,7 @@
 # [A] InternImage-B (drop path 0.4, activation checkpointing), fusion width 896, decoder 4 x
 #     512 (8 heads); batch 2048 (32 GPUs x 64).
 # [A] text encoder: as the T config, CLIP's pretrained text tower, trained: the caption target
-#     is partly distilled from CLIP (HFTextEncoder(pretrained=False) for one from scratch).
+#     is partly distilled from CLIP (HFTextEncoder(from_scratch=True) for one from scratch).
 _base_ = './m3i_internimage-t_16xb128-100k_in1k-cc12m.py'
 
 model = dict(

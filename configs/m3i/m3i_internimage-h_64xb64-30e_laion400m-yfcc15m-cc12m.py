@@ -20,8 +20,8 @@
 #     OpenAI's pretrained weights and trained (HFTextEncoder frozen=False), max 77 tokens. The
 #     caption target is then partly distilled from CLIP, not learnt from the captions alone;
 #     for a text encoder trained from scratch, use
-#     text_encoder=dict(type='m3i_mm.HFTextEncoder', ..., pretrained=False)
-#     (HFTextEncoder(pretrained=False): the same architecture, randomly initialised).
+#     text_encoder=dict(type='m3i_mm.HFTextEncoder', ..., from_scratch=True)
+#     (HFTextEncoder(from_scratch=True): the same architecture, randomly initialised).
 # [A] optimisation: AdamW betas (0.9, 0.95), weight decay 0.05, lr 1.5e-4 per 256 images,
 #     gradient clipping at 3.0, linear warm-up over 10000 iterations from 1e-4 x lr, then
 #     cosine to 1e-6 over the 30 epochs; drop path 0.2.

@@ -9,7 +9,7 @@
 # [A] InternImage-L (drop path 0.1, activation checkpointing), fusion width 1024, decoder 6 x
 #     768 (12 heads), class table and caption head at 768.
 # [A] text encoder: as the T config, CLIP's pretrained text tower, trained: the caption target
-#     is partly distilled from CLIP (HFTextEncoder(pretrained=False) for one from scratch).
+#     is partly distilled from CLIP (HFTextEncoder(from_scratch=True) for one from scratch).
 _base_ = './m3i_internimage-t_16xb128-100k_in1k-cc12m.py'
 
 view_size = 192

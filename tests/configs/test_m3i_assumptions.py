@@ -78,12 +78,12 @@ def test_pretrained_text_encoder_is_called_a_partial_distillation(config):
     """A config that starts its caption target from pretrained text weights says so, and
     offers the from-scratch text encoder."""
     encoder = load(config).model.get('text_encoder')
-    if not encoder or encoder.get('pretrained', True) is False or encoder.get('config'):
+    if not encoder or encoder.get('from_scratch', False) or encoder.get('config'):
         return
     text = header(config)
     assert labelled(text, 'partly distilled from'), config
     if 'clip' in str(encoder.get('model_name_or_path', '')).lower():
-        assert 'HFTextEncoder(pretrained=False)' in text, config
+        assert 'HFTextEncoder(from_scratch=True)' in text, config
 
 
 @pytest.mark.parametrize('config', [c for c in M3I_CONFIGS if c not in FULL_CONFIGS])
@@ -96,7 +96,7 @@ def test_m3i_module_labels_its_assumptions_where_they_are_set():
     doc = m3i_module.__doc__
     for words in [('pairing rule', ), ('mixing ratio', ), ('block shape', ), ('EMA schedule', ),
                   ('class table', ), ('text encoder', 'partly distilled from CLIP',
-                                      'HFTextEncoder(pretrained=False)'),
+                                      'HFTextEncoder(from_scratch=True)'),
                   ('Loss', 'weights'), ('semantic', 'both images'), ('Decoder', )]:
         paragraphs = [p for p in re.split(r'\n(?=\d\. )', doc) if '[A]' in p]
         assert any(all(w in p for w in words) for p in paragraphs), words

@@ -12,8 +12,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from m3i_mm.ops.dcnv3 import cpu_ext, make_geometry
+from m3i_mm.ops.dcnv3.flops import register_flop_counters
 from m3i_mm.ops.dcnv3.function import dcnv3_checked, resolve_backend
 from m3i_mm.ops.dcnv3.pytorch import softmax_over_points
+
+# mmengine's get_model_complexity_info (every OpenMMLab get_flops tool) counts the DCNv3 core
+register_flop_counters()
 
 _ACTIVATIONS = {'GELU': nn.GELU, 'ReLU': nn.ReLU, 'SiLU': nn.SiLU}
 

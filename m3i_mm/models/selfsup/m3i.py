@@ -32,7 +32,7 @@ Per step, for a batch of ``N`` samples with two views each (``v1`` input, ``v2``
    (``label_head``: the head's default 0.07, the configs' 0.2). [A] text encoder: captions
    through a ``transformers`` text model (``text_encoder``); the T/B/L/H configs start from
    OpenAI's pretrained CLIP ViT-B/32 text tower and train it, so the caption target is then
-   partly distilled from CLIP; ``HFTextEncoder(pretrained=False)`` trains one from scratch
+   partly distilled from CLIP; ``HFTextEncoder(from_scratch=True)`` trains one from scratch
    instead. The EMA copy computes its targets with its
    dropout and stochastic-depth layers off, whatever the online model's settings and mode
    (SiameseIM builds its momentum encoder without drop path; normalisation layers keep
@@ -231,7 +231,7 @@ class M3I(BaseModel):
         caption_head: :class:`BoltzmannMIHead` config in contrastive mode (None: captions
             unused); needs ``text_encoder``. [A] symmetric InfoNCE over the global batch.
         text_encoder: :class:`HFTextEncoder` config. [A] the encoder (the configs: CLIP's
-            pretrained text tower, trainable; ``pretrained=False`` for one from scratch).
+            pretrained text tower, trainable; ``from_scratch=True`` for one from scratch).
         ema_momentum: Starting EMA step ``1 - decay`` of the target encoder (0.005 gives
             the cosine schedule 0.995 -> 1). [A] SiameseIM's schedule.
         data_preprocessor: Defaults to :class:`M3IDataPreprocessor`.

@@ -14,7 +14,9 @@ Backends:
 
 ``triton`` and ``cuda`` run behind the ``torch.library`` custom ops
 ``m3i_mm::dcnv3_forward`` and ``m3i_mm::dcnv3_backward`` (with fake implementations), so
-``torch.compile`` and ``torch.export`` see one opaque op instead of breaking the graph.
+``torch.compile`` and ``torch.export`` see one opaque op instead of breaking the graph;
+``pytorch`` does too while ``torch.jit.trace`` records outside ONNX export, so that a traced
+graph has one DCNv3 node whichever backend runs (FLOP counting, ``m3i_mm.ops.dcnv3.flops``).
 
 ``backend='auto'`` picks ``triton`` for CUDA tensors when Triton is importable, else ``cuda``
 when the extension is available, else ``pytorch``; for CPU tensors ``cpu`` when its
@@ -49,6 +51,17 @@ def triton_interpreting() -> bool:
 
 
 def _kernels(backend: str):
+    if backend == 'pytorch':
+        from .pytorch import dcnv3_backward_pytorch, dcnv3_forward_pytorch
+
+        def backward(input, offset, mask, grad_out, geo, need_input_grad):
+            grad_input, grad_offset, grad_mask = dcnv3_backward_pytorch(
+                input, offset, mask, grad_out, geo, need_input_grad)
+            # the op returns three tensors: zeros for an input gradient not asked for
+            return (torch.zeros_like(input) if grad_input is None else grad_input,
+                    grad_offset, grad_mask)
+
+        return dcnv3_forward_pytorch, backward
     if backend == 'triton':
         from . import triton_kernels
         return triton_kernels.dcnv3_forward_triton, triton_kernels.dcnv3_backward_triton
@@ -241,6 +254,15 @@ def _dispatch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
         return cpu_ext.dcnv3_cpu(input, offset, mask, geo, softmax_mask)
     if softmax_mask:
         mask = softmax_over_points(mask, geo)
-    if backend == 'pytorch':
+    if backend == 'pytorch' and not _one_traced_node():
         return dcnv3_pytorch(input, offset, mask, geo)
     return torch.ops.m3i_mm.dcnv3_forward(input, offset, mask, *geo.as_args(), backend)
+
+
+def _one_traced_node() -> bool:
+    """While ``torch.jit.trace`` records (TorchScript, and the FLOP counters that trace:
+    mmengine's ``FlopAnalyzer``), the ``pytorch`` backend runs behind the custom op too, so
+    every backend is one ``m3i_mm::dcnv3_forward`` node (``m3i_mm.ops.dcnv3.flops`` counts
+    it) instead of ~40 index and element-wise ops. ONNX export (which traces as well) keeps
+    the plain ops: ONNX has no such operator."""
+    return torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()

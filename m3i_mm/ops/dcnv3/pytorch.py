@@ -208,9 +208,50 @@ def _grad_input(input_shape: torch.Size, grad_out: torch.Tensor, mask_rows: torc
         n, height, width, channels)
 
 
+def dcnv3_backward_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                           grad_out: torch.Tensor, geo: DCNv3Geometry,
+                           need_input_grad: bool = True, need_offset_grad: bool = True,
+                           need_mask_grad: bool = True) -> tuple:
+    """Gradients of the PyTorch forward for input, offset and mask (``None`` where not
+    needed), with fused aten kernels (sampled dense-dense product, bilinear-sampler
+    backward) and nothing kept from the forward but its inputs."""
+    n, height, width, _ = input.shape
+    compute_dtype = torch.promote_types(input.dtype, torch.float32)
+    loc_x, loc_y = sampling_locations(offset, geo, compute_dtype)
+    m = mask.to(compute_dtype).reshape(-1, geo.num_points)
+    grad_input = grad_offset = grad_mask = None
+    if need_input_grad:
+        grad_input = _grad_input(input.shape, grad_out, m, loc_x, loc_y, geo).to(input.dtype)
+    if need_offset_grad or need_mask_grad:
+        corners = bilinear_corners(offset, height, width, geo, compute_dtype)
+        table = _bordered_table(input, geo, compute_dtype)
+        grad_rows = grad_out.to(compute_dtype).reshape(-1, geo.group_channels)
+        dots = _corner_dots(table, corners.index(), grad_rows)
+        # a NaN location has no sample and no slope: NaN offset and mask gradients
+        dots = dots.view(-1, geo.num_points, 4) + torch.where(
+            corners.nan, float('nan'), 0.0).to(dots.dtype).unsqueeze(-1)
+        d00, d01, d10, d11 = dots.unbind(-1)
+        fx, fy = corners.frac_x, corners.frac_y
+        if need_offset_grad:
+            grad_fx = m * ((1 - fy) * (d01 - d00) + fy * (d11 - d10)) * corners.inside_x
+            grad_fy = m * ((1 - fx) * (d10 - d00) + fx * (d11 - d01)) * corners.inside_y
+            grad_offset = (torch.stack((grad_fx, grad_fy), dim=-1) * geo.offset_scale)
+            grad_offset = grad_offset.view(offset.shape).to(offset.dtype)
+        if need_mask_grad:
+            grad_mask = (1 - fy) * ((1 - fx) * d00 + fx * d01) + fy * (
+                (1 - fx) * d10 + fx * d11)
+            grad_mask = grad_mask.view(mask.shape).to(mask.dtype)
+    return grad_input, grad_offset, grad_mask
+
+
+def dcnv3_forward_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                          geo: DCNv3Geometry) -> torch.Tensor:
+    """The PyTorch forward without autograd (the custom op's ``pytorch`` kernel)."""
+    return _forward(input, offset, mask, geo)[0]
+
+
 class _DCNv3PyTorch(torch.autograd.Function):
-    """Forward by ``embedding_bag``; backward keeps nothing but the inputs and uses fused
-    aten kernels (sampled dense-dense product, bilinear-sampler backward)."""
+    """Forward by ``embedding_bag``; backward by :func:`dcnv3_backward_pytorch`."""
 
     @staticmethod
     def forward(ctx, input, offset, mask, geo):
@@ -221,35 +262,8 @@ class _DCNv3PyTorch(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         input, offset, mask = ctx.saved_tensors
-        geo = ctx.geo
-        n, height, width, _ = input.shape
-        compute_dtype = torch.promote_types(input.dtype, torch.float32)
-        loc_x, loc_y = sampling_locations(offset, geo, compute_dtype)
-        m = mask.to(compute_dtype).reshape(-1, geo.num_points)
-        grad_input = grad_offset = grad_mask = None
-        if ctx.needs_input_grad[0]:
-            grad_input = _grad_input(input.shape, grad_out, m, loc_x, loc_y,
-                                     geo).to(input.dtype)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            corners = bilinear_corners(offset, height, width, geo, compute_dtype)
-            table = _bordered_table(input, geo, compute_dtype)
-            grad_rows = grad_out.to(compute_dtype).reshape(-1, geo.group_channels)
-            dots = _corner_dots(table, corners.index(), grad_rows)
-            # a NaN location has no sample and no slope: NaN offset and mask gradients
-            dots = dots.view(-1, geo.num_points, 4) + torch.where(
-                corners.nan, float('nan'), 0.0).to(dots.dtype).unsqueeze(-1)
-            d00, d01, d10, d11 = dots.unbind(-1)
-            fx, fy = corners.frac_x, corners.frac_y
-            if ctx.needs_input_grad[1]:
-                grad_fx = m * ((1 - fy) * (d01 - d00) + fy * (d11 - d10)) * corners.inside_x
-                grad_fy = m * ((1 - fx) * (d10 - d00) + fx * (d11 - d01)) * corners.inside_y
-                grad_offset = (torch.stack((grad_fx, grad_fy), dim=-1) * geo.offset_scale)
-                grad_offset = grad_offset.view(offset.shape).to(offset.dtype)
-            if ctx.needs_input_grad[2]:
-                grad_mask = (1 - fy) * ((1 - fx) * d00 + fx * d01) + fy * (
-                    (1 - fx) * d10 + fx * d11)
-                grad_mask = grad_mask.view(mask.shape).to(mask.dtype)
-        return grad_input, grad_offset, grad_mask, None
+        return (*dcnv3_backward_pytorch(input, offset, mask, grad_out, ctx.geo,
+                                        *ctx.needs_input_grad[:3]), None)
 
 
 def dcnv3_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
