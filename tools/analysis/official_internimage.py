@@ -60,3 +60,13 @@ def official_internimage_class(root: str):
     """The official ``InternImage`` classification model class."""
     _add_classification_path(root)
     return importlib.import_module('models.intern_image').InternImage
+
+
+if __name__ == '__main__':  # a helper module: say what it is instead of printing nothing
+    import argparse
+    argparse.ArgumentParser(
+        prog='official_internimage.py', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='A helper module of benchmark_dcnv3.py, benchmark_model.py and '
+        'gpu_check.py (--official PATH):'
+        ' they import it; it has no command of its own.').print_help()
