@@ -22,10 +22,15 @@ from m3i_mm.zoo import load_index
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
-#: not copied to build the sdist: what a checkout may hold besides its sources
-BUILD_IGNORE = shutil.ignore_patterns('.git', '.venv', 'work_dirs', 'data', 'build', 'dist',
-                                      '*.egg-info', '__pycache__', '.pytest_cache', '*.pth')
 TINY_CLS_CONFIG = 'internimage-tiny_m3i-pre_1xb4-5e_demo-cls.py'
+
+
+def build_ignore(folder: str, names: List[str]) -> List[str]:
+    """Not copied to build the sdist: what a checkout may hold besides its sources (run
+    folders at its top, build products anywhere)."""
+    top = {'.git', '.venv', 'work_dirs', 'data', 'build', 'dist', '.pytest_cache'}
+    return [n for n in names if (n in top and osp.samefile(folder, REPO)) or n == '__pycache__'
+            or n.endswith(('.egg-info', '.pth', '.so', '.pyc'))]
 
 
 def _run(cmd: List[str], cwd: str, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -41,7 +46,7 @@ def installed(tmp_path_factory):
     """(site folder, environment, working directory elsewhere, sdist path)."""
     base = tmp_path_factory.mktemp('packaging')
     source, dist, wheels, site = (str(base / name) for name in ('src', 'dist', 'wheels', 'site'))
-    shutil.copytree(REPO, source, ignore=BUILD_IGNORE)
+    shutil.copytree(REPO, source, ignore=build_ignore)
     build_env = dict(os.environ, M3I_MM_BUILD_CUDA_OPS='0')  # no CUDA compile in a test
     _run([sys.executable, 'setup.py', '-q', 'sdist', '-d', dist], source, build_env)
     sdist = [osp.join(dist, f) for f in os.listdir(dist) if f.endswith('.tar.gz')]
@@ -78,6 +83,9 @@ def test_sdist_and_wheel_carry_configs_model_index_and_tools(installed):
         with open(osp.join(REPO, rel), 'rb') as a, open(osp.join(mim, rel), 'rb') as b:
             assert a.read() == b.read(), rel
     assert not osp.exists(osp.join(mim, 'tools', 'install_deps.py'))
+    for package_file in ('zoo/data/imagenet22k_to_1k.txt', 'ops/dcnv3/csrc/dcnv3_cpu.cpp',
+                         'ops/dcnv3/csrc/dcnv3_cuda.cu'):
+        assert osp.isfile(osp.join(site, 'm3i_mm', package_file)), package_file
     assert os.access(osp.join(mim, 'tools', 'dist_train.sh'), os.X_OK)
 
 
