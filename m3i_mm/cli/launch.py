@@ -18,6 +18,7 @@ import torch.distributed as dist
 from mmengine.config import Config, ConfigDict, DictAction
 
 from m3i_mm.utils.errors import UsageError
+from m3i_mm.utils.package_data import find_config
 
 __all__ = [
     'ConfigLoadError', 'UsageError', 'load_config', 'prepare_distributed', 'build_runner',
@@ -33,9 +34,13 @@ class ConfigLoadError(UsageError):
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     """Load a config file and merge ``--cfg-options`` into it.
 
+    A relative path that does not exist from the current directory is looked up among
+    m3i_mm's own configs (``configs/...`` of the checkout or of the installed package).
+
     Raises:
         ConfigLoadError: naming the path, when the file is missing or does not parse.
     """
+    path = find_config(path)
     if not os.path.isfile(path):
         raise ConfigLoadError(f'config file not found: {path!r}')
     try:
@@ -269,5 +274,9 @@ def run_cli(main) -> None:
         is_user_error = not isinstance(exc, KeyError) or 'registry' in str(msg)
         if not is_user_error or os.environ.get('M3I_MM_TRACEBACK') == '1':
             raise
+        if isinstance(exc, KeyError):
+            from m3i_mm.registry import scoped_name_hint
+            hint = scoped_name_hint(str(msg))
+            msg = f'{msg} ({hint})' if hint else msg
         print(f'error: {msg}\n(set M3I_MM_TRACEBACK=1 for the full traceback)', file=sys.stderr)
         sys.exit(2)

@@ -14,9 +14,10 @@ Fields beyond the standard ones (``modelindex`` keeps unknown fields as they are
 
 ``Metadata.Resolution`` (input size in pixels) is a custom metadata field as well.
 
-The index read is the repository's ``model-index.yml`` (two levels above this package)
-plus every file listed in the environment variable ``M3I_MM_MODEL_INDEX``
-(paths separated by ``os.pathsep``), so users can add their own checkpoints.
+The index read is m3i_mm's ``model-index.yml`` (the checkout's, or the copy an installed
+package carries in ``m3i_mm/.mim``; :mod:`m3i_mm.utils.package_data` finds it) plus every
+file listed in the environment variable ``M3I_MM_MODEL_INDEX`` (paths separated by
+``os.pathsep``), so users can add their own checkpoints.
 """
 import difflib
 import os
@@ -28,10 +29,10 @@ from urllib.parse import urlparse
 
 import yaml
 
+from ..utils.package_data import data_path
 from .errors import IndexFormatError, UnknownEntryError
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEFAULT_INDEX = osp.join(REPO_ROOT, 'model-index.yml')
+DEFAULT_INDEX = data_path('model-index.yml')
 INDEX_ENV = 'M3I_MM_MODEL_INDEX'
 PRETRAINING_TASK = 'Pre-training'
 
@@ -118,7 +119,7 @@ class ZooEntry:
 
 
 def index_paths() -> List[str]:
-    """The index files read by default: the repository's, then those in ``M3I_MM_MODEL_INDEX``."""
+    """The index files read by default: m3i_mm's, then those in ``M3I_MM_MODEL_INDEX``."""
     paths = [DEFAULT_INDEX] if osp.isfile(DEFAULT_INDEX) else []
     extra = os.environ.get(INDEX_ENV, '')
     paths += [osp.abspath(osp.expanduser(p)) for p in extra.split(os.pathsep) if p.strip()]
@@ -164,6 +165,9 @@ def get_entry(name: str, index: Optional[Mapping[str, ZooEntry]] = None) -> ZooE
         return index[name]
     close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.5)
     hint = f' Did you mean: {", ".join(close)}?' if close else ''
+    if not osp.isfile(DEFAULT_INDEX):
+        hint += (f' m3i_mm\'s own model index is missing (expected at {DEFAULT_INDEX}): '
+                 'reinstall m3i_mm from a checkout, an sdist or a wheel.')
     raise UnknownEntryError(
         f'no model-zoo entry named {name!r} ({len(index)} entries in {", ".join(index_paths())}; '
         f'`python tools/zoo.py list` shows them).{hint}')

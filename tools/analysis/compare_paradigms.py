@@ -80,10 +80,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from m3i_mm.utils.io import atomic_write_text  # noqa: E402
+from m3i_mm.utils.package_data import find_config  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/m3i/m3i_internimage-tiny_1xb8-300it_photos.py'
 #: paradigm: (config holding its algorithm settings, sources it trains on, display name)
@@ -179,15 +179,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error('give both --eval-train and --eval-test, or neither')
     for name in ('labelled', 'captions', 'unlabelled', 'eval_train', 'eval_test', 'config'):
         path = getattr(args, name)
-        if path and not osp.exists(path) and not osp.exists(osp.join(REPO, path)):
+        if path and not osp.exists(find_config(path)):
             parser.error(f'--{name.replace("_", "-")} {path!r} does not exist')
     if args.jobs is None:
         args.jobs = 1 if args.device != 'cpu' else max(1, min(2, os.cpu_count() or 1))
     return args
-
-
-def _resolve(path: str) -> str:
-    return path if osp.exists(path) else osp.join(REPO, path)
 
 
 # ----------------------------------------------------------------------------- data
@@ -331,8 +327,8 @@ def run_config(args, paradigm: str, seed: int, sources: dict, work_dir: str):
     """The mmengine config of one pre-training run: ``--config`` with the paradigm's
     algorithm, the paradigm's sources, and the comparison's schedule."""
     from mmengine.config import Config
-    cfg = Config.fromfile(_resolve(args.config))
-    paradigm_cfg = Config.fromfile(_resolve(PARADIGMS[paradigm][0])).to_dict()['model']
+    cfg = Config.fromfile(find_config(args.config))
+    paradigm_cfg = Config.fromfile(find_config(PARADIGMS[paradigm][0])).to_dict()['model']
     model = paradigm_model(cfg.to_dict()['model'], paradigm_cfg)
     if 'labelled' not in sources:
         model['label_head'] = None
@@ -732,7 +728,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.image_size is None:
         from mmengine.config import Config
-        args.image_size = int(views_of(Config.fromfile(_resolve(args.config)))['size'])
+        args.image_size = int(views_of(Config.fromfile(find_config(args.config)))['size'])
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
     data = prepare_data(args)

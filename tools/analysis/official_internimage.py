@@ -117,3 +117,12 @@ def official_get_flops(root: str) -> Callable:
                      params_to_string=lambda params: params)
     exec(compile(ast.Module(body=functions, type_ignores=[]), path, 'exec'), namespace)
     return namespace['get_flops']
+
+if __name__ == '__main__':  # a helper module: say what it is instead of printing nothing
+    import argparse
+    argparse.ArgumentParser(
+        prog='official_internimage.py', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='A helper module of benchmark_dcnv3.py, benchmark_model.py, get_flops.py and '
+        'gpu_check.py (--official PATH):'
+        ' they import it; it has no command of its own.').print_help()

@@ -20,6 +20,7 @@ from m3i_mm.models.layers.block_mask import expand_patch_mask
 from m3i_mm.models.layers.dcnv3 import (DCNv3, ChannelsLastConv2d, activate,
                                         build_activation, eager_inference)
 from m3i_mm.registry import MODELS
+from .pretrained import init_cfg_with_pretrained
 
 
 class StemLayer(nn.Module):
@@ -222,6 +223,9 @@ class InternImage(BaseModule):
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=...,
             prefix=...)`` loads official InternImage checkpoints (classification ``model``,
             mmdet/mmseg ``state_dict``, Hugging Face ports) and m3i_mm ones.
+        pretrained: The old mmseg spelling (stock mmseg configs and segmentors pass it):
+            None, or a checkpoint that becomes ``init_cfg=dict(type='Pretrained',
+            checkpoint=pretrained)`` with a FutureWarning.
     """
     arch_settings: Dict[str, dict] = {
         't': dict(channels=64, depths=[4, 4, 18, 4], groups=[4, 8, 16, 32], layer_scale=None,
@@ -261,8 +265,10 @@ class InternImage(BaseModule):
                  dcn_backend: str = 'auto',
                  mask_token: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
+                 pretrained: Optional[str] = None,
                  **overrides) -> None:
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=init_cfg_with_pretrained(pretrained, init_cfg,
+                                                           type(self).__name__))
         self.arch = self._resolve_arch(arch, overrides)
         a = self.arch
         depths, groups = list(a['depths']), list(a['groups'])

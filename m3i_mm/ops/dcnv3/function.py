@@ -29,11 +29,17 @@ from typing import Optional, Tuple
 
 import torch
 
+from m3i_mm.utils.errors import UsageError
 from .geometry import DCNv3Geometry, IntPair, check_tensors, make_geometry
 from .pytorch import dcnv3_pytorch, softmax_over_points
 
 BACKENDS = ('pytorch', 'triton', 'cuda', 'cpu')
 ENV_BACKEND = 'M3I_MM_DCNV3_BACKEND'
+
+
+class DCNv3BackendError(UsageError, ValueError):
+    """A DCNv3 backend that does not exist or cannot run here (a setting of the user's:
+    ``dcn_backend`` or ``M3I_MM_DCNV3_BACKEND``); the tools print it as one line."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -75,10 +81,14 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """Turn ``'auto'`` (or the environment override) into a concrete backend for ``device``.
 
     Raises:
-        ValueError: for unknown names, or a backend that cannot run on ``device``.
+        DCNv3BackendError: (a ValueError) for unknown names, or a backend that cannot run
+            on ``device``.
     """
     if backend == 'auto':
         backend = os.environ.get(ENV_BACKEND, 'auto') or 'auto'
+        if backend not in ('auto', ) + BACKENDS:
+            raise DCNv3BackendError(f'{ENV_BACKEND}={backend!r} is not a DCNv3 backend; set it '
+                                    f'to one of {", ".join(("auto", ) + BACKENDS)} or unset it')
     if backend == 'auto':
         if device.type == 'cuda':
             if triton_available():
@@ -92,24 +102,25 @@ def resolve_backend(backend: str, device: torch.device) -> str:
                 return 'cpu'
         return 'pytorch'
     if backend not in BACKENDS:
-        raise ValueError(f'dcnv3: unknown backend {backend!r}; choose one of '
-                         f"{('auto', ) + BACKENDS} (or set {ENV_BACKEND})")
+        raise DCNv3BackendError(f'dcnv3: unknown backend {backend!r}; choose one of '
+                                f"{('auto', ) + BACKENDS} (or set {ENV_BACKEND})")
     if backend == 'triton':
         if not triton_available():
-            raise ValueError('dcnv3: backend "triton" needs the triton package')
+            raise DCNv3BackendError('dcnv3: backend "triton" needs the triton package')
         if device.type != 'cuda' and not triton_interpreting():
-            raise ValueError(f'dcnv3: backend "triton" runs on CUDA tensors, got {device} '
-                             '(TRITON_INTERPRET=1 runs it on CPU, slowly, for checks)')
+            raise DCNv3BackendError(
+                f'dcnv3: backend "triton" runs on CUDA tensors, got {device} '
+                '(TRITON_INTERPRET=1 runs it on CPU, slowly, for checks)')
     if backend == 'cuda' and device.type != 'cuda':
-        raise ValueError(f'dcnv3: backend "cuda" runs on CUDA tensors, got {device}')
+        raise DCNv3BackendError(f'dcnv3: backend "cuda" runs on CUDA tensors, got {device}')
     if backend == 'cpu':
         if device.type != 'cpu':
-            raise ValueError(f'dcnv3: backend "cpu" runs on CPU tensors, got {device}')
+            raise DCNv3BackendError(f'dcnv3: backend "cpu" runs on CPU tensors, got {device}')
         from . import cpu_ext
         reason = cpu_ext.unavailable_reason()
         if reason:
-            raise ValueError(f'dcnv3: backend "cpu" is unavailable: {reason}; use backend='
-                             '"pytorch" or "auto"')
+            raise DCNv3BackendError(f'dcnv3: backend "cpu" is unavailable: {reason}; use '
+                                    'backend="pytorch" or "auto"')
     return backend
 
 
