@@ -118,6 +118,7 @@ def official_get_flops(root: str) -> Callable:
     exec(compile(ast.Module(body=functions, type_ignores=[]), path, 'exec'), namespace)
     return namespace['get_flops']
 
+
 if __name__ == '__main__':  # a helper module: say what it is instead of printing nothing
     import argparse
     argparse.ArgumentParser(
