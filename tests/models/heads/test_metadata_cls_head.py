@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.registry import DefaultScope
 from mmpretrain.structures import DataSample
 
 from m3i_mm.models.heads import MetadataLinearClsHead
@@ -135,7 +136,8 @@ def test_the_recipes_initialisation_scales_the_classifier_only():
     head_cfg = copy.deepcopy(cfg.model.head)
     head_cfg.pop('type')
     torch.manual_seed(0)
-    head = MetadataLinearClsHead(**head_cfg)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):  # as the runner builds it
+        head = MetadataLinearClsHead(**head_cfg)
     head.init_weights()
     assert head.fc.weight.shape == (8142, 768)
     assert head.fc.weight.std().item() == pytest.approx(2e-5, rel=0.02)
@@ -149,7 +151,6 @@ def test_official_inaturalist_checkpoint_loads_strictly_into_the_recipes_model()
     """The whole official iNaturalist layout (InternImage-H backbone, CLIP-projector head,
     8142-way classifier, metadata branch; tiny widths) converts into the model of the
     recipe's config, every key in its place."""
-    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
     from tests.configs.test_all_configs import load, make_testable
