@@ -75,7 +75,7 @@ PLAIN_MODEL_NAMES = {
     **dict.fromkeys(['InternImage', 'CBInternImage', 'InternImageCLIPNeck',
                      'InternImageConvNeck', 'AttentionPooling', 'Stride16Fusion',
                      'GaussianMIHead', 'BoltzmannMIHead', 'HFTextEncoder',
-                     'M3IDataPreprocessor', 'M3I'], 'm3i_mm.models'),
+                     'M3IDataPreprocessor', 'M3I', 'MetadataLinearClsHead'], 'm3i_mm.models'),
     'CBDINO': 'm3i_mm.models.detectors',
 }
 
