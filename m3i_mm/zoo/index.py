@@ -75,6 +75,8 @@ class ZooEntry:
         parameters: ``Metadata.Parameters``, if given.
         training_log: ``Training Log``: URL of the published JSON training log, if any.
         results: Every item of ``Results`` (``task``/``dataset``/``metrics`` are the first).
+        is_checkpoint: Whether the file must be a PyTorch checkpoint (checked before it is
+            cached); False for training logs.
     """
     name: str
     url: str
@@ -90,6 +92,7 @@ class ZooEntry:
     parameters: Optional[int] = None
     training_log: Optional[str] = None
     results: Tuple[ZooResult, ...] = ()
+    is_checkpoint: bool = True
 
     @property
     def pinned(self) -> bool:
@@ -114,7 +117,7 @@ class ZooEntry:
                 f'zoo entry {self.name!r} ({self.source}) has no "Training Log": the official '
                 'release publishes no training log for it')
         return ZooEntry(name=f'{self.name}.log', url=self.training_log,
-                        collection=self.collection, source=self.source)
+                        collection=self.collection, source=self.source, is_checkpoint=False)
 
 
 def index_paths() -> List[str]:

@@ -281,7 +281,8 @@ def resolve_log(spec: str, cache_dir: Optional[str] = None) -> str:
         else:
             stem = re.sub(r'[^A-Za-z0-9._-]', '_', osp.basename(spec.split('?')[0]))
             stem = re.sub(r'\.json$', '', stem) or 'log'
-            entry = ZooEntry(name=f'url_{stem}', url=spec, source='command line')
+            entry = ZooEntry(name=f'url_{stem}', url=spec, source='command line',
+                             is_checkpoint=False)
         return download_checkpoint(entry, cache_dir=cache_dir or osp.join(zoo_home(), 'logs'))
     if osp.isdir(spec):
         candidates = glob.glob(osp.join(spec, '**', 'vis_data', 'scalars.json'), recursive=True)
