@@ -18,7 +18,6 @@ The index read is the repository's ``model-index.yml`` (two levels above this pa
 plus every file listed in the environment variable ``M3I_MM_MODEL_INDEX``
 (paths separated by ``os.pathsep``), so users can add their own checkpoints.
 """
-import difflib
 import os
 import os.path as osp
 import re
@@ -28,6 +27,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from ..utils.suggest import did_you_mean
 from .errors import IndexFormatError, UnknownEntryError
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -165,8 +165,7 @@ def get_entry(name: str, index: Optional[Mapping[str, ZooEntry]] = None) -> ZooE
     index = load_index() if index is None else index
     if name in index:
         return index[name]
-    close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.5)
-    hint = f' Did you mean: {", ".join(close)}?' if close else ''
+    hint = did_you_mean(name, index, cutoff=0.5)
     raise UnknownEntryError(
         f'no model-zoo entry named {name!r} ({len(index)} entries in {", ".join(index_paths())}; '
         f'`python tools/zoo.py list` shows them).{hint}')
