@@ -19,10 +19,10 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from m3i_mm.cli.launch import (add_common_args, build_runner, check_optimizer_type,  # noqa: E402,E501
-                                 checkpoint_seed, exit_with_launcher, launcher_rank, load_config,
-                                 prepare_distributed, resolve_resume, run_cli,
-                                 use_atomic_checkpoints, use_exact_resume)
+from m3i_mm.cli.launch import (  # noqa: E402
+    add_common_args, build_runner, check_optimizer_type, checkpoint_seed, exit_with_launcher,
+    launcher_rank, load_config, prepare_distributed, resolve_resume, run_cli,
+    use_atomic_checkpoints, use_exact_resume)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -271,7 +271,9 @@ def use_exact_resume(cfg: Config) -> None:
     :class:`~m3i_mm.engine.KeyedSampler` and :class:`~m3i_mm.engine.KeyedDataset`: each
     sample's transforms draw from generators seeded by the place of its draw in the stream.
     ``m3i_mm.IterationSeedHook`` is added (unless present) for the model's draws (dropout,
-    drop path, mmdet's RoI sampling, batch augmentations).
+    drop path, mmdet's RoI sampling, batch augmentations). With
+    ``randomness.diff_rank_seed=True`` mmengine gives samplers no seed (each run would draw
+    its own); the wrapped sampler then gets ``randomness.seed``, which all ranks share.
     """
     from m3i_mm.datasets.multi_source_sampler import MultiSourceSampler
     from m3i_mm.engine.hooks import IterationSeedHook
@@ -284,6 +286,9 @@ def use_exact_resume(cfg: Config) -> None:
         if not (isinstance(sampler_class, type)
                 and issubclass(sampler_class, (MultiSourceSampler, KeyedSampler))):
             loader['sampler'] = dict(type='m3i_mm.KeyedSampler', sampler=sampler)
+            seed = (cfg.get('randomness') or {}).get('seed')
+            if isinstance(seed, int) and (cfg.get('randomness') or {}).get('diff_rank_seed'):
+                loader['sampler']['seed'] = seed
             loader['dataset'] = dict(type='m3i_mm.KeyedDataset', dataset=loader['dataset'])
     hooks = list(cfg.get('custom_hooks') or [])
     if not any(_registered_class('HOOKS', hook.get('type'), scope) is IterationSeedHook

@@ -22,7 +22,8 @@ from .m3i import extract_m3i_backbone  # noqa: E402  (registers the 'm3i' conver
 register_scheme()
 
 __all__ = [
-    'SCHEME', 'CacheWriteError', 'CachedFile', 'CheckpointReadError', 'ChecksumMismatchError', 'ConverterError',
+    'SCHEME', 'CacheWriteError', 'CachedFile', 'CheckpointReadError', 'ChecksumMismatchError',
+    'ConverterError',
     'DownloadError', 'UnverifiedFileError', 'cached_file', 'hf_location', 'record_path',
     'IndexFormatError', 'OfflineError', 'UnknownEntryError', 'UnsafeCheckpointError',
     'ZooEntry', 'ZooError', 'ZooResult', 'apply_converter', 'apply_mirror', 'cache_path',
