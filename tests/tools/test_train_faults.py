@@ -355,3 +355,22 @@ def test_a_misspelled_config_key_or_type_is_one_line_at_the_start(config, option
     assert code == 2, err
     assert error_line(err) == f'error: {message}'
     assert not os.path.exists(tiny_cls_workspace / 'w' / 'iter_2.pth')  # refused at the start
+
+
+# ------------------------------------------------- a save the storage refuses (11), for real
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='uses ulimit -f (RLIMIT_FSIZE)')
+def test_a_checkpoint_larger_than_the_file_size_limit_is_one_line(tiny_cls_workspace):
+    """The 137 kB checkpoint under a 100 kB file size limit (logs stay below it): the write
+    fails with EFBIG. It ended in an OSError traceback."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    res = subprocess.run(['bash', '-c', 'ulimit -f 100 && exec "$0" "$@"', sys.executable,
+                          osp.join(REPO, 'tools', 'train.py'), TINY_CLS, '--work-dir', 'w'],
+                         cwd=str(tiny_cls_workspace), env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 2, res.stderr[-3000:]
+    work_dir = tiny_cls_workspace / 'w'
+    assert error_line(res.stderr) == (
+        f'error: cannot save the checkpoint {work_dir}/iter_6.pth: File too large [EFBIG]; '
+        'nothing of it was kept, and nothing else is lost: no checkpoint of this run was '
+        'complete yet. Make room (or raise the limit) and resume')
+    assert not [n for n in os.listdir(work_dir) if n.endswith('.pth') or '.tmp-' in n]
