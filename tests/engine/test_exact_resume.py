@@ -112,10 +112,13 @@ def test_resumed_run_on_two_gloo_ranks_ends_with_the_same_weights(workspace):
 
 
 # ------------------------------------------- downstream configs (mmpretrain, mmdet, mmseg)
-DOWNSTREAM = {  # demo config, checkpoint interval, final checkpoint
-    'mmpretrain': ('internimage-tiny_m3i-pre_1xb4-5e_demo-cls.py', 1, 'epoch_5.pth'),
-    'mmdet': ('mask-rcnn_internimage-tiny_fpn_1xb2-2e_demo-coco.py', 1, 'epoch_2.pth'),
-    'mmseg': ('upernet_internimage-tiny_1xb2-20it_demo-ade-64x64.py', 10, 'iter_20.pth'),
+DOWNSTREAM = {  # demo config, checkpoint interval, final checkpoint, shorter schedule
+    'mmpretrain': ('internimage-tiny_m3i-pre_1xb4-5e_demo-cls.py', 1, 'epoch_3.pth',
+                   'train_cfg.max_epochs=3'),
+    'mmdet': ('mask-rcnn_internimage-tiny_fpn_1xb2-2e_demo-coco.py', 1, 'epoch_2.pth',
+              'train_cfg.val_interval=100'),
+    'mmseg': ('upernet_internimage-tiny_1xb2-20it_demo-ade-64x64.py', 5, 'iter_10.pth',
+              'train_cfg.max_iters=10'),
 }
 
 
@@ -157,8 +160,8 @@ def test_killed_and_resumed_downstream_run_ends_bit_identical(demo_workspace, co
     tools/train.py keyed their draws (m3i_mm.KeyedSampler / KeyedDataset and
     IterationSeedHook), a resumed classification demo ended with 132 of its 133 tensors
     different."""
-    config, interval, final = DOWNSTREAM[codebase]
-    options = ['--cfg-options', 'model.backbone.init_cfg=None',
+    config, interval, final, schedule = DOWNSTREAM[codebase]
+    options = ['--cfg-options', 'model.backbone.init_cfg=None', schedule,
                f'default_hooks.checkpoint.interval={interval}',
                'default_hooks.checkpoint.max_keep_ckpts=10',
                f'train_dataloader.num_workers={workers}',

@@ -13,7 +13,8 @@ __all__ = ['CheckpointCoverageHook', 'CheckpointMismatchError']
 
 
 class CheckpointMismatchError(UsageError):
-    """A loaded checkpoint lacks weights of the model, or has them in other shapes."""
+    """A loaded checkpoint lacks weights of the model, has them in other shapes or dtype
+    classes, or holds NaN/Inf weights."""
 
 
 #: What ``tools/test.py`` suggests (its ``--allow-partial-checkpoint``).
