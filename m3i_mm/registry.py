@@ -58,8 +58,10 @@ VISBACKENDS = _child(root.VISBACKENDS, _ENGINE)
 FUNCTIONS = _child(root.FUNCTIONS, _ENGINE)
 STRATEGIES = _child(root.STRATEGIES, _ENGINE)
 
-DATASETS = _child(root.DATASETS, ['m3i_mm.datasets'])
-DATA_SAMPLERS = _child(root.DATA_SAMPLERS, ['m3i_mm.datasets'])
+# the keyed wrappers of exact resume (m3i_mm.engine.keyed_stream) are datasets and samplers too
+_DATA = ['m3i_mm.datasets', 'm3i_mm.engine.keyed_stream']
+DATASETS = _child(root.DATASETS, _DATA)
+DATA_SAMPLERS = _child(root.DATA_SAMPLERS, _DATA)
 TRANSFORMS = _child(root.TRANSFORMS, ['m3i_mm.datasets'])
 
 MODELS = _child(root.MODELS, ['m3i_mm.models'])

@@ -19,7 +19,6 @@ package carries in ``m3i_mm/.mim``; :mod:`m3i_mm.utils.package_data` finds it) p
 file listed in the environment variable ``M3I_MM_MODEL_INDEX`` (paths separated by
 ``os.pathsep``), so users can add their own checkpoints.
 """
-import difflib
 import os
 import os.path as osp
 import re
@@ -30,6 +29,7 @@ from urllib.parse import urlparse
 import yaml
 
 from ..utils.package_data import data_path
+from ..utils.suggest import did_you_mean
 from .errors import IndexFormatError, UnknownEntryError
 
 DEFAULT_INDEX = data_path('model-index.yml')
@@ -76,6 +76,8 @@ class ZooEntry:
         parameters: ``Metadata.Parameters``, if given.
         training_log: ``Training Log``: URL of the published JSON training log, if any.
         results: Every item of ``Results`` (``task``/``dataset``/``metrics`` are the first).
+        is_checkpoint: Whether the file must be a PyTorch checkpoint (checked before it is
+            cached); False for training logs.
     """
     name: str
     url: str
@@ -91,6 +93,7 @@ class ZooEntry:
     parameters: Optional[int] = None
     training_log: Optional[str] = None
     results: Tuple[ZooResult, ...] = ()
+    is_checkpoint: bool = True
 
     @property
     def pinned(self) -> bool:
@@ -115,7 +118,7 @@ class ZooEntry:
                 f'zoo entry {self.name!r} ({self.source}) has no "Training Log": the official '
                 'release publishes no training log for it')
         return ZooEntry(name=f'{self.name}.log', url=self.training_log,
-                        collection=self.collection, source=self.source)
+                        collection=self.collection, source=self.source, is_checkpoint=False)
 
 
 def index_paths() -> List[str]:
@@ -163,8 +166,7 @@ def get_entry(name: str, index: Optional[Mapping[str, ZooEntry]] = None) -> ZooE
     index = load_index() if index is None else index
     if name in index:
         return index[name]
-    close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.5)
-    hint = f' Did you mean: {", ".join(close)}?' if close else ''
+    hint = did_you_mean(name, index, cutoff=0.5)
     if not osp.isfile(DEFAULT_INDEX):
         hint += (f' m3i_mm\'s own model index is missing (expected at {DEFAULT_INDEX}): '
                  'reinstall m3i_mm from a checkout, an sdist or a wheel.')

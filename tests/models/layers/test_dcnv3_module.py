@@ -26,6 +26,13 @@ def test_parameter_names_follow_the_official_module():
     assert m.dw_conv.conv.weight.shape == (16, 1, 5, 5)
 
 
+def test_a_1x1_kernel_without_its_centre_is_refused_at_construction():
+    """It has no sampling point left (the Triton backend returned zeros)."""
+    with pytest.raises(ValueError, match='remove_center with a 1x1 kernel leaves no sampling'):
+        DCNv3(16, kernel_size=1, pad=0, group=2, remove_center=True)
+    DCNv3(16, kernel_size=1, pad=0, group=2)  # the centre alone is a valid kernel
+
+
 def test_at_init_dcnv3_is_a_box_filter_between_the_projections():
     torch.manual_seed(0)
     m = DCNv3(8, group=2, backend='pytorch').double()

@@ -151,6 +151,10 @@ def test_errors_name_the_problem():
         dcnv3(x, off, m.to('meta'), group=2, backend='pytorch')
     with pytest.raises(ValueError, match=r'remove_center needs an odd square kernel, got \(4, 4\)'):
         dcnv3(x, off, m, kernel_size=4, group=2, remove_center=True, backend='pytorch')
+    with pytest.raises(ValueError, match=r'remove_center with a 1x1 kernel leaves no sampling '
+                       r'point'):  # Triton returned zeros, PyTorch failed on an empty softmax
+        dcnv3(x, off[..., :0], m[..., :0], kernel_size=1, padding=0, group=2,
+              remove_center=True, backend='pytorch')
     with pytest.raises(ValueError, match='unknown backend'):
         dcnv3(x, off, m, group=2, backend='tpu')
     with pytest.raises(ValueError, match='too small'):
