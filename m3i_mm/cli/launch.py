@@ -524,7 +524,9 @@ def run_cli(main) -> None:
         main()
         finish_distributed()
     except (UsageError, ZooError, FileNotFoundError, KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, (TypeError, ValueError)):
+        if isinstance(exc, (UsageError, ZooError)):  # (some are ValueErrors too)
+            msg = str(exc)
+        elif isinstance(exc, (TypeError, ValueError)):
             msg = config_error_message(exc)
         elif isinstance(exc, KeyError):
             msg = exc.args[0] if exc.args else str(exc)
