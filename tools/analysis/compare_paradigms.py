@@ -47,7 +47,7 @@ Your data (any M3I config's backbone, e.g. InternImage-T on a GPU)::
 class; ``--captions`` a JSONL/CSV/TSV manifest of ``path`` and ``caption``; rows whose
 sources are missing are skipped.)
 
-    python tools/analysis/compare_paradigms.py            # the default (README: time)
+    python tools/analysis/compare_paradigms.py            # the default: 28 min on 2 cores
     python tools/analysis/compare_paradigms.py --quick    # a smoke test, under a minute
 """
 import argparse
@@ -761,7 +761,8 @@ def _fingerprint(args_dict: dict, row_key: str) -> str:
             'captions', 'unlabelled', 'eval_train', 'eval_test', 'text_encoder', 'quick')
     row = ROWS.get(row_key)
     text = json.dumps([{k: args_dict.get(k) for k in keys}, row_key,
-                       None if row is None else row._asdict(), FINETUNE, DENSE_STRIDE, DENSE_TRAIN_IMAGES],
+                       None if row is None else row._asdict(), FINETUNE, DENSE_STRIDE,
+                       DENSE_TRAIN_IMAGES],
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -1048,7 +1049,8 @@ def report(runs: List[dict], args, rows: List[str], data: dict, seconds: float) 
                        config=PARADIGMS[ROWS[r].paradigm][0]) for r in rows}
     settings = dict(vars(args), data=data['description'], attributes=attrs,
                     finetune=dict(FINETUNE, per_class=FINETUNE_PER_CLASS, attribute=ft),
-                    dense_stride=DENSE_STRIDE, dense_train_images=DENSE_TRAIN_IMAGES, rows=recipes, alpha=ALPHA,
+                    dense_stride=DENSE_STRIDE, dense_train_images=DENSE_TRAIN_IMAGES,
+                    rows=recipes, alpha=ALPHA,
                     machine=f'{platform.processor() or platform.machine()}, '
                     f'{os.cpu_count()} cores', torch=torch.__version__,
                     wall_minutes=round(seconds / 60, 1))
