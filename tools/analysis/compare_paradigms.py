@@ -132,19 +132,31 @@ ALPHA = 0.05
 
 
 # ----------------------------------------------------------------------------- arguments
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where the help says its own or there is none to show (no
+    value, a flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.nargs == 0 or '(default:' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Pre-train M3I and its special cases (supervised, CLIP, SiameseIM, '
         'MAE-like), fairness controls and ablations on the same data; score fine-tuning, '
         'per-pixel mIoU and frozen probes.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_DefaultsFormatter)
     parser.add_argument('--out', default='work_dirs/compare_paradigms',
                         help='output folder (results.json, results.md, scores.png)')
     parser.add_argument('--config', default=DEFAULT_CONFIG,
                         help='M3I config giving the backbone, decoder, heads and views '
                         'shared by every row')
-    parser.add_argument('--rows', nargs='+', choices=list(ROWS), default=list(ROWS))
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--rows', nargs='+', choices=list(ROWS), default=list(ROWS),
+                        metavar='ROW', help=f'rows to run (default: all: {", ".join(ROWS)})')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
+                        help='one run of every row per seed')
     parser.add_argument('--iters', type=int, default=300, help='pre-training iterations')
     parser.add_argument('--eval-iters', type=int, nargs='*', default=[],
                         help='earlier iterations at which the frozen probes also run')
