@@ -7,10 +7,17 @@ installs them; see README "Install".
 import importlib.util
 import os
 import os.path as osp
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = osp.dirname(osp.abspath(__file__))
+# Package data in the OpenMMLab layout (``m3i_mm/.mim/``, read by mim and by
+# ``m3i_mm.utils.package_data``): the configs, the model index with its metafiles and the
+# tools. ``install_deps.py`` installs a checkout's dependencies and is not shipped.
+MIM_ITEMS = ('configs', 'model-index.yml', 'tools')
+MIM_IGNORE = shutil.ignore_patterns('__pycache__', '*.pyc', 'install_deps.py')
 
 
 def read_version() -> str:
@@ -22,6 +29,32 @@ def read_version() -> str:
 def read_requirements(name: str) -> list:
     lines = open(osp.join(HERE, 'requirements', name)).read().splitlines()
     return [ln.strip() for ln in lines if ln.strip() and not ln.startswith('#')]
+
+
+class BuildPyWithMimData(build_py):
+    """``build_py`` that also copies :data:`MIM_ITEMS` into ``m3i_mm/.mim`` of the build.
+
+    Only into the build folder (what a wheel or ``pip install .`` installs), never into the
+    source tree; an editable install reads them from the checkout itself.
+    """
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            return
+        target = osp.join(self.build_lib, 'm3i_mm', '.mim')
+        if osp.isdir(target):
+            shutil.rmtree(target)  # a stale copy from an earlier build
+        os.makedirs(target)
+        for item in MIM_ITEMS:
+            src = osp.join(HERE, item)
+            if not osp.exists(src):
+                raise FileNotFoundError(f'{src} is missing: m3i_mm is built from a checkout '
+                                        'or an sdist that holds it (see MANIFEST.in)')
+            if osp.isdir(src):
+                shutil.copytree(src, osp.join(target, item), ignore=MIM_IGNORE)
+            else:
+                shutil.copy2(src, osp.join(target, item))
 
 
 def cuda_extensions() -> dict:
@@ -53,6 +86,13 @@ def cuda_extensions() -> dict:
     return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension})
 
 
+def setup_commands() -> dict:
+    """``cmdclass`` and ``ext_modules``: the .mim copy, and the CUDA build when there is one."""
+    options = cuda_extensions()
+    options['cmdclass'] = {'build_py': BuildPyWithMimData, **options.get('cmdclass', {})}
+    return options
+
+
 setup(
     name='m3i_mm',
     version=read_version(),
@@ -67,5 +107,5 @@ setup(
     extras_require={'tests': read_requirements('tests.txt')},
     license='Apache-2.0',
     zip_safe=False,
-    **cuda_extensions(),
+    **setup_commands(),
 )

@@ -20,8 +20,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from m3i_mm.cli.launch import (add_common_args, build_runner,  # noqa: E402
-                                 check_checkpoint_arg, load_config, prepare_distributed,
-                                 run_cli)
+                                 check_checkpoint_arg, exit_with_launcher, launcher_rank,
+                                 load_config, prepare_distributed, run_cli)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,6 +46,9 @@ def setup_cfg(args: argparse.Namespace):
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if launcher_rank(args.launcher) == 0:  # it writes the logs
+        from m3i_mm.utils.work_dir_lock import check_writable_dir
+        check_writable_dir(cfg.work_dir)
     check_checkpoint_arg(args.checkpoint, 'checkpoint')
     cfg.load_from = args.checkpoint
     if args.out:
@@ -61,6 +64,7 @@ def setup_cfg(args: argparse.Namespace):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    exit_with_launcher(args.launcher)
     import m3i_mm  # noqa: F401  (registers the m3i_mm scope and the checkpoint allow-list)
     from mmengine.dist import get_rank
     from m3i_mm.engine.hooks import CheckpointCoverageHook

@@ -12,15 +12,17 @@ Examples::
     python tools/train.py CONFIG --resume path/to/iter_4000.pth
 """
 import argparse
+import contextlib
 import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from m3i_mm.cli.launch import (add_common_args, build_runner, load_config,  # noqa: E402
-                                 prepare_distributed, resolve_resume, run_cli,
-                                 use_atomic_checkpoints)
+from m3i_mm.cli.launch import (  # noqa: E402
+    add_common_args, build_runner, check_optimizer_type, checkpoint_seed, exit_with_launcher,
+    launcher_rank, load_config, prepare_distributed, resolve_resume, run_cli,
+    use_atomic_checkpoints, use_exact_resume)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,12 +41,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def setup_cfg(args: argparse.Namespace):
-    cfg = load_config(args.config, args.cfg_options)
-    if args.work_dir:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+def setup_cfg(args: argparse.Namespace, cfg=None):
+    """The config of the run (``cfg``: the loaded config file, else loaded here), ready to
+    build the runner. It resolves ``--resume``: call it while holding the work dir's lock."""
+    cfg = load_config(args.config, args.cfg_options) if cfg is None else cfg
+    cfg.work_dir = work_dir_of(args, cfg)
     if args.amp:
         import torch
         if not torch.cuda.is_available():
@@ -57,13 +58,27 @@ def setup_cfg(args: argparse.Namespace):
             print(f'--amp ignored: optim_wrapper type {wrapper_type!r} manages precision itself',
                   file=sys.stderr)
     check_amp_device(cfg, args.config)
+    check_optimizer_type(cfg)
     if args.resume is not None:
         # None for 'auto' without a last_checkpoint: mmengine then starts from scratch
         cfg.resume = True
         cfg.load_from = resolve_resume(cfg.work_dir, args.resume)
+        randomness = cfg.setdefault('randomness', {})
+        if cfg.load_from and randomness.get('seed') is None:
+            # mmengine restores the seed only after the samplers are built with a new one
+            randomness['seed'] = checkpoint_seed(cfg.load_from)
     use_atomic_checkpoints(cfg)
+    use_exact_resume(cfg)
     prepare_distributed(cfg, args.launcher)
     return cfg
+
+
+def work_dir_of(args: argparse.Namespace, cfg) -> str:
+    if args.work_dir:
+        return args.work_dir
+    if cfg.get('work_dir') is not None:
+        return cfg.work_dir
+    return osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
 
 def check_amp_device(cfg, config_path: str) -> None:
@@ -99,11 +114,32 @@ def report_finished(runner) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    exit_with_launcher(args.launcher)
     import m3i_mm  # noqa: F401  (registers the m3i_mm scope and the checkpoint allow-list)
-    cfg = setup_cfg(args)
-    runner = build_runner(cfg)
-    runner.train()
+    from m3i_mm.utils.work_dir_lock import work_dir_lock
+    cfg = load_config(args.config, args.cfg_options)
+    lock = contextlib.nullcontext()
+    if launcher_rank(args.launcher) == 0:  # one run per work dir: rank 0 holds its lock
+        lock = work_dir_lock(work_dir_of(args, cfg))
+    with lock:
+        cfg = setup_cfg(args, cfg)
+        runner = build_runner(cfg)
+        check_resumed_checkpoint(runner, cfg)
+        runner.train()
     report_finished(runner)
+
+
+def check_resumed_checkpoint(runner, cfg) -> None:
+    """Refuse to resume from a checkpoint that does not hold this model's weights (another
+    model's ended in 'loaded state dict contains a parameter group that doesn't match')."""
+    from mmengine.runner import Runner
+
+    from m3i_mm.engine.hooks import CheckpointCoverageHook
+    if cfg.get('resume') and cfg.get('load_from') and isinstance(runner, Runner):
+        runner.register_hook(CheckpointCoverageHook(
+            checkpoint=cfg.load_from, advice='Resume from a checkpoint of this config, or '
+            'start from this one with load_from=PATH (which loads the weights that fit) '
+            'instead of --resume.'))
 
 
 if __name__ == '__main__':

@@ -20,9 +20,9 @@ from typing import List, Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from m3i_mm.zoo import (ChecksumMismatchError, UnverifiedFileError, ZooEntry,  # noqa: E402
-                        ZooError, cache_path, cached_file, check_cached, download_checkpoint,
-                        get_entry, load_index)
+from m3i_mm.zoo import (CheckpointReadError, ChecksumMismatchError,  # noqa: E402
+                        UnverifiedFileError, ZooEntry, ZooError, cache_path, cached_file,
+                        check_cached, download_checkpoint, get_entry, load_index)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -75,6 +75,9 @@ def verify_entry(name: str, cache_dir: Optional[str], trust: bool = False) -> in
         return 1
     except UnverifiedFileError as e:
         print(f'{name}: UNVERIFIED: {e}', file=sys.stderr)
+        return 1
+    except CheckpointReadError as e:
+        print(f'{name}: NOT A CHECKPOINT: {e}', file=sys.stderr)
         return 1
     if result.pinned:
         print(f'{name}: OK, sha256 {result.sha256} matches the model index ({path})')

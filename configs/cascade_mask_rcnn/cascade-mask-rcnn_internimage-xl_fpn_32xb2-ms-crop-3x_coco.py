@@ -9,7 +9,7 @@ _base_ = [
     '../_base_/models/cascade-mask-rcnn_internimage_fpn.py',
     '../_base_/datasets/coco_instance_ms-crop.py',
     '../_base_/schedules/det_adamw_3x.py',
-    'mmdet::_base_/default_runtime.py',
+    '../_base_/default_runtime_det.py',
 ]
 pretrained = 'm3i://internimage_xl_22k_192to384'
 

@@ -47,11 +47,12 @@ optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=1e-3))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=1, end=2,
+    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=0, end=2,
          convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=2, val_interval=2)
-custom_hooks = [dict(type='EMAHook', momentum=0.5, priority='ABOVE_NORMAL')]
+custom_hooks = [dict(type='EMAHook', momentum=0.5, update_buffers=True,
+                     priority='ABOVE_NORMAL')]
 default_hooks = dict(
     logger=dict(interval=1), checkpoint=dict(interval=2, max_keep_ckpts=1))
 randomness = dict(seed=0)

@@ -7,7 +7,7 @@ _base_ = [
     '../_base_/models/internimage_cls.py',
     '../_base_/datasets/imagenet_bs128_randaug-erase_224.py',
     '../_base_/schedules/imagenet_bs4096_adamw_300e.py',
-    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/default_runtime_cls.py',
 ]
 pretrained = None  # trained from scratch
 

@@ -11,7 +11,7 @@ _base_ = [
     '../_base_/models/internimage_cls.py',
     '../_base_/datasets/imagenet_bs16_randaug_640.py',
     '../_base_/schedules/imagenet_bs512_adamw_20e.py',
-    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/default_runtime_cls.py',
 ]
 pretrained = 'm3i://internimage_h_jointto22k_384'
 

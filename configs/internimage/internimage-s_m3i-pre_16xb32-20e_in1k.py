@@ -10,7 +10,7 @@ _base_ = [
     '../_base_/models/internimage_cls.py',
     '../_base_/datasets/imagenet_bs32_randaug_224.py',
     '../_base_/schedules/imagenet_bs512_adamw_layer-decay_20e.py',
-    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/default_runtime_cls.py',
 ]
 pretrained = 'm3i://internimage_s_1k_224'
 

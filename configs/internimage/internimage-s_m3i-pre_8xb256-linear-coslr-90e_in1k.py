@@ -8,7 +8,7 @@ _base_ = [
     '../_base_/models/internimage_linear-probe.py',
     '../_base_/datasets/imagenet_bs256_linear-probe_224.py',
     '../_base_/schedules/imagenet_bs2048_lars_linear-probe_90e.py',
-    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/default_runtime_cls.py',
 ]
 pretrained = 'm3i://internimage_s_1k_224'
 

@@ -1,4 +1,11 @@
-# M3I pre-training of InternImage-B (same sources and schedule as the T config). [A]
+# M3I pre-training of InternImage-B: the T config (m3i_internimage-t_16xb128-100k_in1k-cc12m.py,
+# whose header lists every [A] assumption: data and ratios, mixing ratio, block shape and
+# pairing rule, model, EMA schedule, loss form and weights, UniGrad 0.02, class table and its
+# temperature 0.2, text encoder, AdamW betas, clipping, warm-up, schedule) with
+# [A] InternImage-B (drop path 0.4, activation checkpointing), fusion width 896, decoder 4 x
+#     512 (8 heads); batch 2048 (32 GPUs x 64).
+# [A] text encoder: as the T config, CLIP's pretrained text tower, trained: the caption target
+#     is partly distilled from CLIP (HFTextEncoder(from_scratch=True) for one from scratch).
 _base_ = './m3i_internimage-t_16xb128-100k_in1k-cc12m.py'
 
 model = dict(

@@ -1,7 +1,30 @@
 # M3I pre-training of InternImage-H as in the paper: 427M public image-text pairs
-# (LAION-400M + YFCC-15M + CC12M), 30 epochs [V, m3i_method.md section 1].
-# [A] everything the paper does not state: batch 4096 (64 GPUs x 64), lr, source ratios
-# (proportional to the source sizes), decoder size, loss weights, 224 px views.
+# (LAION-400M + YFCC-15M + CC12M), 30 epochs, captions as the only annotation [V,
+# m3i_method.md section 1]. Everything else is an assumption of this project [A]
+# (m3i_mm/models/selfsup/m3i.py):
+# [A] data: source ratios proportional to the source sizes (400 : 15 : 12), mixed batches,
+#     224 px SiameseIM views; batch 4096 (64 GPUs x 64).
+# [A] mixing: two images per input canvas (the paper's [V]); image b of canvas i is sample
+#     (i + 1) % N of the batch (pairing rule); 0.5 of the 16-pixel patches show b (mixing
+#     ratio), in BEiT/SiameseIM blocks of >= 16 patches, aspect 0.3-3.3 (block shape).
+# [A] model: the official H classifier's stage-3/4 fusion (dcnv3_head_x3/x4: stride-16 tokens
+#     of width 1024; very likely the pre-training interface, not stated); decoder 6 x 768
+#     (12 heads) over encoder tokens plus dense queries (a's same view, b's other view at
+#     SiameseIM relative positions) and one semantic query per image.
+# [A] targets: dense = EMA copy of backbone + fusion (same_view_target='feature'), EMA
+#     momentum cosine 0.995 -> 1 (SiameseIM's schedule, ema_momentum 0.005).
+# [A] loss: w_same * L_dense(a) + w_cross * L_dense(b) + w_sem * (L_sem(a) + L_sem(b)), weights
+#     1 / 1 / 1, the semantic term counted for both images; dense terms MSE + UniGrad
+#     (weight 0.02, SiameseIM's neg_weight); captions: symmetric InfoNCE over the global batch.
+# [A] text encoder: the CLIP ViT-B/32 text tower (openai/clip-vit-base-patch32), loaded with
+#     OpenAI's pretrained weights and trained (HFTextEncoder frozen=False), max 77 tokens. The
+#     caption target is then partly distilled from CLIP, not learnt from the captions alone;
+#     for a text encoder trained from scratch, use
+#     text_encoder=dict(type='m3i_mm.HFTextEncoder', ..., from_scratch=True)
+#     (HFTextEncoder(from_scratch=True): the same architecture, randomly initialised).
+# [A] optimisation: AdamW betas (0.9, 0.95), weight decay 0.05, lr 1.5e-4 per 256 images,
+#     gradient clipping at 3.0, linear warm-up over 10000 iterations from 1e-4 x lr, then
+#     cosine to 1e-6 over the 30 epochs; drop path 0.2.
 # 1.08B parameters: FlexibleRunner with FSDP (FSDP2 via m3i_mm.FSDP2Strategy), bf16
 # parameters/compute with fp32 gradient reduction, activation checkpointing per block.
 _base_ = ['./_base_/m3i_runtime.py', './_base_/m3i_views.py']

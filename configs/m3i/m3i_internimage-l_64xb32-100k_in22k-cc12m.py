@@ -1,5 +1,15 @@
-# M3I pre-training of InternImage-L on ImageNet-22k labels + CC12M captions. [A]
-# (The official L weights were pre-trained on ImageNet-22k at 192 px; views are 192 px too.)
+# M3I pre-training of InternImage-L on ImageNet-22k labels + CC12M captions: the T config
+# (m3i_internimage-t_16xb128-100k_in1k-cc12m.py, whose header lists every [A] assumption:
+# mixing ratio, block shape and pairing rule, model, EMA schedule, loss form and weights,
+# UniGrad 0.02, class table and its temperature 0.2, text encoder, AdamW betas, clipping,
+# warm-up, schedule) with
+# [A] data: ImageNet-22k labels (21841 classes) and CC12M captions, half each; 192 px views
+#     (the official L weights were pre-trained on ImageNet-22k at 192 px); batch 2048
+#     (64 GPUs x 32).
+# [A] InternImage-L (drop path 0.1, activation checkpointing), fusion width 1024, decoder 6 x
+#     768 (12 heads), class table and caption head at 768.
+# [A] text encoder: as the T config, CLIP's pretrained text tower, trained: the caption target
+#     is partly distilled from CLIP (HFTextEncoder(from_scratch=True) for one from scratch).
 _base_ = './m3i_internimage-t_16xb128-100k_in1k-cc12m.py'
 
 view_size = 192

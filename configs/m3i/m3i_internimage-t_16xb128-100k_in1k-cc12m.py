@@ -1,6 +1,31 @@
 # M3I pre-training of InternImage-T on ImageNet-1k labels + CC12M captions.
-# [A] The paper states the InternImage-H recipe only (m3i_internimage-h_*); sources, ratios,
-# widths, schedule and lr here are this project's documented defaults.
+# The paper states the InternImage-H recipe only (m3i_internimage-h_*); everything here is
+# this project's documented default, each assumption marked [A] (m3i_mm/models/selfsup/m3i.py
+# lists them all):
+# [A] data: ImageNet-1k labels and CC12M captions, half of each batch from each source
+#     (mixed batches), 224 px SiameseIM views; batch 2048 (16 GPUs x 128).
+# [A] mixing: two images per input canvas (the paper's [V]); image b of canvas i is sample
+#     (i + 1) % N of the batch (pairing rule); 0.5 of the 16-pixel patches show b (mixing
+#     ratio), in BEiT/SiameseIM blocks of >= 16 patches, aspect 0.3-3.3 (block shape).
+# [A] model: stride-16 fusion of stages 3 and 4 at the width below; decoder (depth, width,
+#     heads below) over encoder tokens plus dense queries (a's same view, b's other view at
+#     SiameseIM relative positions) and one semantic query per image.
+# [A] targets: dense = EMA copy of backbone + fusion (same_view_target='feature'), EMA
+#     momentum cosine 0.995 -> 1 (SiameseIM's schedule, ema_momentum 0.005).
+# [A] loss: w_same * L_dense(a) + w_cross * L_dense(b) + w_sem * (L_sem(a) + L_sem(b)), weights
+#     1 / 1 / 1, the semantic term counted for both images; dense terms MSE + UniGrad
+#     (weight 0.02, SiameseIM's neg_weight); captions: symmetric InfoNCE over the global batch.
+# [A] class table: a learnable ImageNet-1k class-embedding table, cosine logits at a
+#     learnable temperature starting at 0.2.
+# [A] text encoder: the CLIP ViT-B/32 text tower (openai/clip-vit-base-patch32), loaded with
+#     OpenAI's pretrained weights and trained (HFTextEncoder frozen=False), max 77 tokens. The
+#     caption target is then partly distilled from CLIP, not learnt from the captions alone;
+#     for a text encoder trained from scratch, use
+#     text_encoder=dict(type='m3i_mm.HFTextEncoder', ..., from_scratch=True)
+#     (HFTextEncoder(from_scratch=True): the same architecture, randomly initialised).
+# [A] optimisation: AdamW betas (0.9, 0.95), weight decay 0.05 (SiameseIM/MAE), lr 1.5e-4
+#     per 256 images, bf16 autocast, gradient clipping at 3.0, linear warm-up over 5000
+#     iterations from 1e-4 x lr, then cosine to 1e-6; 100k iterations.
 _base_ = ['./_base_/m3i_runtime.py', './_base_/m3i_views.py', './_base_/m3i_schedule.py']
 
 total_iters = 100000          # ~160 ImageNet epochs worth of samples at batch 2048

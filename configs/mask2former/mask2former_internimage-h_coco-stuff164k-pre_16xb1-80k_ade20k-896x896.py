@@ -26,5 +26,6 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0, end=max_iters),
 ]
+# official: evaluation every 2000 iterations (best mIoU kept), a checkpoint every 1000 (only
+# the newest kept; ../_base_/schedules/seg_adamw_poly_160k.py)
 train_cfg = dict(max_iters=max_iters, val_interval=2000)
-default_hooks = dict(checkpoint=dict(interval=2000))

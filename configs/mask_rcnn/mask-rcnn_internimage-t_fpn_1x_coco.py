@@ -7,7 +7,7 @@ _base_ = [
     '../_base_/models/mask-rcnn_internimage_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
     '../_base_/schedules/det_adamw_1x.py',
-    'mmdet::_base_/default_runtime.py',
+    '../_base_/default_runtime_det.py',
 ]
 pretrained = 'm3i://internimage_t_1k_224'
 

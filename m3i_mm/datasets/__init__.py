@@ -11,7 +11,7 @@ In a config (``default_scope = 'mmpretrain'``)::
                 dict(type='ImageTextDataset', name='laion', data_root='data/laion400m',
                      shards='{00000..41407}.tar'),
                 dict(type='ImageTextDataset', name='cc12m', data_root='data/cc12m',
-                     ann_file='cc12m.tsv', path_key='image', caption_key='caption'),
+                     ann_file='cc12m.tsv', columns=['url', 'caption'], path_key='url'),
                 dict(type='LabelledImageDataset', name='in1k',
                      dataset=dict(type='ImageNet', data_root='data/imagenet', split='train')),
                 dict(type='UnlabelledImageDataset', name='raw', data_root='data/raw')],
@@ -22,17 +22,23 @@ In a config (``default_scope = 'mmpretrain'``)::
     custom_hooks = [dict(type='m3i_mm.SamplerStateHook'),     # exact mid-epoch resume
                     dict(type='m3i_mm.IterationSeedHook'),    # bit-exact random draws
                     dict(type='m3i_mm.BadSampleReportHook')]  # bad samples per source
+
+Image-text formats (:class:`ImageTextDataset`): JSONL/CSV/TSV manifests (TSV/CSV with or
+without a header row), parquet URL lists, WebDataset tar shards (img2dataset's
+``webdataset`` output) and parquet files with embedded images (its ``parquet`` output).
 """
-from .base import BadSampleError, ImageSource, decode_image
+from .base import DECODE_BACKENDS, BadSampleError, ImageSource, decode_image
 from .image_folders import LabelledImageDataset, UnlabelledImageDataset
 from .image_text import ImageTextDataset
+from .inaturalist import INaturalist2018
 from .multi_source import MultiSourceDataset, TooManyBadSamplesError
 from .multi_source_sampler import MultiSourceSampler
 from .permutation import BlockShuffle, feistel_permute
 from .transforms import M3IViews, PackM3IInputs
 
 __all__ = [
-    'BadSampleError', 'BlockShuffle', 'ImageSource', 'ImageTextDataset',
+    'DECODE_BACKENDS', 'BadSampleError', 'BlockShuffle', 'INaturalist2018', 'ImageSource',
+    'ImageTextDataset',
     'LabelledImageDataset', 'M3IViews', 'MultiSourceDataset', 'MultiSourceSampler',
     'PackM3IInputs',
     'TooManyBadSamplesError', 'UnlabelledImageDataset', 'decode_image', 'feistel_permute'

@@ -21,15 +21,20 @@ A source signals a sample it cannot deliver (missing, truncated or undecodable i
 empty caption) by raising :class:`BadSampleError`; the multi-source dataset then skips it
 and counts it under the error's ``kind`` (one of :data:`BAD_SAMPLE_KINDS`).
 """
+import io
+import os.path as osp
 from typing import Iterable, List, Optional, Sequence
 
+import cv2
 import mmcv
 import numpy as np
 from mmengine import fileio
+from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ['BAD_SAMPLE_KINDS', 'BadSampleError', 'ImageSource', 'PackedStrings',
-           'decode_image', 'join_root', 'make_sample', 'read_bytes']
+__all__ = ['BAD_SAMPLE_KINDS', 'BadSampleError', 'DECODE_BACKENDS', 'ImageSource',
+           'PackedStrings', 'PathRules', 'check_decode_backend', 'decode_image', 'join_root',
+           'make_sample', 'read_bytes', 'refuse_directory']
 
 NO_LABEL = -1
 
@@ -61,30 +66,72 @@ class BadSampleError(Exception):
 
 
 def read_bytes(path: str, backend_args: Optional[dict] = None) -> bytes:
-    """The bytes of ``path`` through mmengine's file backends; a bad sample if absent."""
+    """The bytes of ``path`` through mmengine's file backends; a bad sample if absent.
+
+    Any backend works (local files, ``http(s)://`` URLs, ``s3://``, ...). An HTTP 404 or
+    410 is a missing file, other HTTP and I/O errors an unreadable one. mmengine's HTTP
+    backend sets no timeout: for URLs read during training set the dataloader's
+    ``timeout``, or download the images first (img2dataset).
+    """
     try:
         return fileio.get(path, backend_args=backend_args)
     except FileNotFoundError:
         raise BadSampleError(path, 'missing file', 'missing file') from None
-    except OSError as err:
+    except OSError as err:  # urllib's HTTPError and URLError are OSErrors
+        if getattr(err, 'code', None) in (404, 410):
+            raise BadSampleError(path, f'missing file ({err})', 'missing file') from None
         raise BadSampleError(path, f'unreadable file ({err})', 'unreadable file') from None
 
 
-def decode_image(data: bytes, path: str) -> np.ndarray:
+#: Image decoders of :func:`decode_image`, the default first.
+DECODE_BACKENDS = ('pillow', 'cv2')
+
+
+def check_decode_backend(backend: str) -> str:
+    """``backend`` if it is one of :data:`DECODE_BACKENDS`, else a ValueError."""
+    if backend not in DECODE_BACKENDS:
+        raise ValueError(f'decode_backend must be one of {DECODE_BACKENDS}, got {backend!r}')
+    return backend
+
+
+def decode_image(data: bytes, path: str, backend: str = 'pillow') -> np.ndarray:
     """Decode image bytes into an ``H x W x 3`` BGR uint8 array, or raise BadSampleError.
 
+    Backends:
+
+    - ``'pillow'`` (default): ``PIL.Image.open(...).convert('RGB')``, the default loader
+      of torchvision's ``ImageFolder``, which SiameseIM (whose pipeline M3I follows) reads
+      its data with (``ImagenetWithMask(datasets.ImageFolder)`` in its
+      ``util/datasets.py``). The EXIF orientation tag is **ignored** (pixels in stored
+      order) and CMYK JPEGs are converted by PIL. Chosen as the default so that the pixels
+      fed to pre-training are those of the reference pipeline, bit for bit. (Images that
+      img2dataset re-encoded carry no orientation tag: its resizer decodes with
+      ``cv2.IMREAD_UNCHANGED``, which ignores the tag, and writes no EXIF; both backends
+      then see the same stored orientation.)
+    - ``'cv2'``: OpenCV through ``mmcv.imfrombytes(flag='color')``, as mmcv's
+      ``LoadImageFromFile`` decodes: the EXIF orientation **is applied** (tags 3, 6 and 8
+      rotate the image by 180, 90 and 270 degrees, 6 and 8 swap height and width, tags
+      2/4/5/7 mirror), and CMYK JPEGs come out up to 1 level away from PIL's. Choose it to
+      see photos upright as a viewer shows them, or to match mmcv-decoded data.
+
     A JPEG without an end-of-image marker after its last scan is rejected before
-    decoding: some OpenCV versions decode a truncated JPEG into a partly grey image with
-    only a warning. (Marker bytes cannot occur inside entropy-coded data, which escapes
-    0xFF as 0xFF00.)
+    decoding: some decoders turn a truncated JPEG into a partly grey image with only a
+    warning. (Marker bytes cannot occur inside entropy-coded data, which escapes 0xFF as
+    0xFF00.)
     """
     if not data:
         raise BadSampleError(path, 'empty file', 'empty file')
     if data[:2] == b'\xff\xd8' and data.rfind(b'\xff\xd9') < data.rfind(b'\xff\xda'):
         raise BadSampleError(path, 'truncated JPEG (no end-of-image marker)',
                              'truncated image')
+    check_decode_backend(backend)
     try:
-        img = mmcv.imfrombytes(data, flag='color', channel_order='bgr')
+        if backend == 'pillow':
+            with Image.open(io.BytesIO(data)) as pil_image:
+                rgb = pil_image if pil_image.mode == 'RGB' else pil_image.convert('RGB')
+                img = cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR)
+        else:
+            img = mmcv.imfrombytes(data, flag='color', channel_order='bgr', backend='cv2')
     except Exception as err:  # decoders raise many types (cv2.error, OSError, ...)
         raise BadSampleError(path, f'undecodable image ({type(err).__name__}: {err})',
                              'undecodable image') from None
@@ -106,6 +153,55 @@ def join_root(root: str, path: str) -> str:
     if not root or path.startswith('/') or '://' in path:
         return path
     return fileio.join_path(root, path)
+
+
+def refuse_directory(path: str, what: str, hint: str) -> None:
+    """A one-line ValueError when ``path``, where a file belongs, is a local directory."""
+    if '://' not in path and osp.isdir(path):
+        raise ValueError(f'the {what} {path} is a directory, not a file: {hint}')
+
+
+class PathRules:
+    """Which image paths of a manifest can be read; ``rules(path)`` is the reason a path
+    cannot (the row then is a bad row, named by file and line), or None.
+
+    - A URI needs an mmengine file backend for its scheme (``http``, ``https``, ``s3``,
+      ... ; ``file://`` has none: give the plain path).
+    - With ``restrict_to_root``, a path must stay inside ``root``: absolute paths, paths
+      whose ``../`` lead out of it, and URIs are refused. (Symbolic links inside the root
+      are followed as the file system does.)
+    """
+
+    def __init__(self, root: str = '', restrict_to_root: bool = False,
+                 backend_args: Optional[dict] = None) -> None:
+        self.root = root
+        self.restrict_to_root = bool(restrict_to_root)
+        self.backend_args = backend_args
+        self._schemes: dict = {}
+
+    def __call__(self, path: str) -> Optional[str]:
+        scheme, sep, _ = path.partition('://')
+        if sep:
+            if self.restrict_to_root:
+                return 'a URI, outside data_root (restrict_to_root=True)'
+            if scheme not in self._schemes:
+                self._schemes[scheme] = self._scheme_problem(scheme, path)
+            return self._schemes[scheme]
+        if self.restrict_to_root:
+            if osp.isabs(path):
+                return 'an absolute path, outside data_root (restrict_to_root=True)'
+            if osp.normpath(path).split(osp.sep, 1)[0] == '..':
+                return "'../' leads outside data_root (restrict_to_root=True)"
+        return None
+
+    def _scheme_problem(self, scheme: str, path: str) -> Optional[str]:
+        try:
+            fileio.get_file_backend(path, backend_args=self.backend_args)
+        except Exception as err:  # KeyError/ValueError for unknown prefixes, ImportError
+            hint = ': give the plain local path' if scheme == 'file' else \
+                f' ({type(err).__name__}: {err})'
+            return f"no mmengine file backend reads '{scheme}://' paths{hint}"
+        return None
 
 
 class PackedStrings:

@@ -5,8 +5,8 @@ from mmengine import fileio
 from mmengine.registry import DefaultScope
 
 from m3i_mm.registry import DATASETS
-from .base import (ImageSource, PackedStrings, check_index, decode_image, join_root,
-                   make_sample, normalise_extensions, read_bytes)
+from .base import (ImageSource, PackedStrings, check_decode_backend, check_index, decode_image,
+                   join_root, make_sample, normalise_extensions, read_bytes, refuse_directory)
 
 __all__ = ['LabelledImageDataset', 'UnlabelledImageDataset']
 
@@ -27,10 +27,14 @@ class LabelledImageDataset(ImageSource):
             ``dict(type='ImageNet', data_root='data/imagenet', split='train')``) or the
             dataset itself (an mmengine ``BaseDataset`` giving ``img_path``/``gt_label``).
         backend_args: mmengine file backend arguments for reading the images.
+        decode_backend: ``'pillow'`` (default; EXIF orientation ignored, as torchvision's
+            ``ImageFolder``) or ``'cv2'`` (orientation applied, as mmcv's
+            ``LoadImageFromFile``); see :func:`~m3i_mm.datasets.base.decode_image`.
     """
 
-    def __init__(self, dataset: Union[dict, object], backend_args: Optional[dict] = None
-                 ) -> None:
+    def __init__(self, dataset: Union[dict, object], backend_args: Optional[dict] = None,
+                 decode_backend: str = 'pillow') -> None:
+        self.decode_backend = check_decode_backend(decode_backend)
         if isinstance(dataset, dict):
             from mmpretrain.registry import DATASETS as MMPRETRAIN_DATASETS
             cfg = dict(dataset, pipeline=[])
@@ -65,7 +69,7 @@ class LabelledImageDataset(ImageSource):
         except TypeError:
             raise TypeError(f'{type(dataset).__name__} gives gt_label {label!r} for {path}; '
                             'only single-label datasets are supported') from None
-        img = decode_image(read_bytes(path, self.backend_args), path)
+        img = decode_image(read_bytes(path, self.backend_args), path, self.decode_backend)
         return make_sample(img, path, path, gt_label=label)
 
 
@@ -80,15 +84,21 @@ class UnlabelledImageDataset(ImageSource):
         extensions: File extensions taken when scanning (case-insensitive).
         recursive: Scan sub-folders too.
         backend_args: mmengine file backend arguments.
+        decode_backend: ``'pillow'`` (default) or ``'cv2'``; see
+            :func:`~m3i_mm.datasets.base.decode_image`.
     """
 
     def __init__(self, data_root: str = '', file_list: Optional[str] = None,
                  extensions: Sequence[str] = IMAGE_FILE_EXTENSIONS, recursive: bool = True,
-                 backend_args: Optional[dict] = None) -> None:
+                 backend_args: Optional[dict] = None, decode_backend: str = 'pillow') -> None:
         self.data_root = data_root
         self.backend_args = backend_args
+        self.decode_backend = check_decode_backend(decode_backend)
         if file_list is not None:
-            text = fileio.get_text(join_root(data_root, file_list), backend_args=backend_args)
+            file_list = join_root(data_root, file_list)
+            refuse_directory(file_list, 'file_list', 'give a text file with one image path '
+                             'per line, or leave file_list out to scan data_root')
+            text = fileio.get_text(file_list, backend_args=backend_args)
             paths = [line.strip() for line in text.splitlines() if line.strip()]
         else:
             if not data_root:
@@ -113,6 +123,6 @@ class UnlabelledImageDataset(ImageSource):
         check_index(index, len(self), 'UnlabelledImageDataset')
         rel_path = self._paths[index]
         path = join_root(self.data_root, rel_path)
-        img = decode_image(read_bytes(path, self.backend_args), path)
+        img = decode_image(read_bytes(path, self.backend_args), path, self.decode_backend)
         return make_sample(img, path, rel_path)
 

@@ -77,6 +77,10 @@ class MultiSourceDataset(Dataset):
             that the first bad sample of a run is not "100% bad").
         max_replacements: Attempts to find a good replacement for one bad sample.
         log_first_bad: Bad samples per source logged one by one before logging thins out.
+        lazy_init: Build the sources (read manifests, count shards) only when the data are
+            first needed (:meth:`full_init`, called by ``len``, indexing and the sampler),
+            as mmengine's ``BaseDataset`` does: a config's dataset can then be built, and
+            its arguments, names and pipelines checked, without reading the data.
     """
 
     def __init__(self,
@@ -85,7 +89,8 @@ class MultiSourceDataset(Dataset):
                  max_bad_fraction: float = 0.05,
                  min_reads_for_fraction: int = 100,
                  max_replacements: int = 16,
-                 log_first_bad: int = 5) -> None:
+                 log_first_bad: int = 5,
+                 lazy_init: bool = False) -> None:
         if not sources:
             raise ValueError('MultiSourceDataset needs at least one source')
         if not (isinstance(max_bad_fraction, (int, float)) and 0 <= max_bad_fraction <= 1):
@@ -97,46 +102,86 @@ class MultiSourceDataset(Dataset):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f'MultiSourceDataset: {name} must be an integer >= 0, got '
                                  f'{value!r}')
-        self.sources: List[ImageSource] = []
+        self._source_specs: List[Union[dict, ImageSource]] = []
         self.names: List[str] = []
         self.pipelines: List[Compose] = []
         shared = Compose(list(pipeline))
         for k, source in enumerate(sources):
             name, own_pipeline = None, None
             if isinstance(source, dict):
-                cfg = dict(source)
-                name = cfg.pop('name', None)
-                own_pipeline = cfg.pop('pipeline', None)
-                with DefaultScope.overwrite_default_scope('m3i_mm'):
-                    source = DATASETS.build(cfg)
-            if not isinstance(source, ImageSource):
+                source = dict(source)
+                name = source.pop('name', None)
+                own_pipeline = source.pop('pipeline', None)
+                kind = source.get('type')
+                kind = kind.rsplit('.', 1)[-1] if isinstance(kind, str) else \
+                    getattr(kind, '__name__', str(kind))
+            elif isinstance(source, ImageSource):
+                kind = type(source).__name__
+            else:
                 raise TypeError(f'source {k} is a {type(source).__name__}, not an m3i_mm '
                                 'ImageSource (ImageTextDataset, LabelledImageDataset, '
-                                'UnlabelledImageDataset)')
-            if len(source) == 0:
-                raise ValueError(f'source {k} ({name or type(source).__name__}) is empty')
-            self.sources.append(source)
-            self.names.append(name or f'{k}:{type(source).__name__}')
+                                'UnlabelledImageDataset) or its config dict')
+            self._source_specs.append(source)
+            self.names.append(name or f'{k}:{kind}')
             self.pipelines.append(shared if own_pipeline is None else Compose(own_pipeline))
         if len(set(self.names)) != len(self.names):
             raise ValueError(f'source names must be unique, got {self.names}')
-        self.source_sizes = [len(s) for s in self.sources]
-        self.source_block_sizes = [s.block_sizes for s in self.sources]
-        self._offsets = source_offsets(self.source_sizes)
         self.max_bad_fraction = max_bad_fraction
         self.min_reads_for_fraction = min_reads_for_fraction
         self.max_replacements = max_replacements
         self.log_first_bad = log_first_bad
         # Per-process counts, for the bad-fraction limit and the log.
-        self._reads = [0] * len(self.sources)
-        self._bad = [0] * len(self.sources)
+        self._reads = [0] * len(self.names)
+        self._bad = [0] * len(self.names)
         # Shared counts, one row per step of the stream modulo COUNTER_STEPS (one process
         # produces a whole batch, so no two processes increment the same row at once),
         # plus a last row for indices without a step.
-        self._step_counts = torch.zeros(COUNTER_STEPS + 1, len(self.sources),
+        self._step_counts = torch.zeros(COUNTER_STEPS + 1, len(self.names),
                                         len(COUNTER_COLUMNS), dtype=torch.int64)
         self._step_counts.share_memory_()
-        self._taken = torch.zeros(len(self.sources), len(COUNTER_COLUMNS), dtype=torch.int64)
+        self._taken = torch.zeros(len(self.names), len(COUNTER_COLUMNS), dtype=torch.int64)
+        self._fully_initialized = False
+        if not lazy_init:
+            self.full_init()
+
+    def full_init(self) -> None:
+        """Build the sources (reading their manifests / shard indexes); once."""
+        if self._fully_initialized:
+            return
+        built: List[ImageSource] = []
+        for k, (name, source) in enumerate(zip(self.names, self._source_specs)):
+            if isinstance(source, dict):
+                with DefaultScope.overwrite_default_scope('m3i_mm'):
+                    source = DATASETS.build(source)
+                if not isinstance(source, ImageSource):
+                    raise TypeError(f'source {k} ({name}) is a {type(source).__name__}, not '
+                                    'an m3i_mm ImageSource (ImageTextDataset, '
+                                    'LabelledImageDataset, UnlabelledImageDataset)')
+            if len(source) == 0:
+                raise ValueError(f'source {k} ({name}) is empty')
+            built.append(source)
+        self._sources = built
+        self._source_sizes = [len(s) for s in built]
+        self._source_block_sizes = [s.block_sizes for s in built]
+        self._offsets = source_offsets(self._source_sizes)
+        self._fully_initialized = True
+
+    @property
+    def sources(self) -> List[ImageSource]:
+        self.full_init()
+        return self._sources
+
+    @property
+    def source_sizes(self) -> List[int]:
+        """Samples per source (builds the sources if ``lazy_init`` deferred it)."""
+        self.full_init()
+        return self._source_sizes
+
+    @property
+    def source_block_sizes(self) -> List[Optional[List[int]]]:
+        """Samples per storage block (tar shard) of each source; None where unblocked."""
+        self.full_init()
+        return self._source_block_sizes
 
     def __len__(self) -> int:
         return int(sum(self.source_sizes))
@@ -149,7 +194,7 @@ class MultiSourceDataset(Dataset):
 
     def locate(self, index: int) -> Tuple[int, int]:
         """(source, local index) of a global index."""
-        if not 0 <= index < len(self):
+        if not 0 <= index < len(self):  # len() builds the sources if still lazy
             raise IndexError(f'MultiSourceDataset: index {index} out of range [0, {len(self)})')
         source = int(np.searchsorted(self._offsets, index, side='right')) - 1
         return source, index - int(self._offsets[source])

@@ -30,7 +30,7 @@ from m3i_mm.registry import DATA_SAMPLERS
 from .multi_source import source_offsets
 from .permutation import BlockShuffle, derive_key, extend_keys
 
-__all__ = ['BatchCompositions', 'MultiSourceSampler', 'SampleIndex']
+__all__ = ['BatchCompositions', 'MultiSourceSampler', 'SampleIndex', 'check_block_sizes']
 
 #: Tag of the keys of the samples' random transforms (see :class:`SampleIndex`).
 _TRANSFORM_KEY_TAG = 0x7A4F
@@ -57,6 +57,27 @@ class SampleIndex(int):
 
     def __repr__(self) -> str:
         return f'SampleIndex({int(self)}, rng_key={self.rng_key:#018x}, step={self.step})'
+
+
+def check_block_sizes(source_sizes: Sequence[int],
+                      block_sizes: Sequence[Optional[Sequence[int]]]) -> None:
+    """Each source's block sizes (None, or a flat list of sample counts >= 0 per storage
+    block) must add up to the source's size; else a ValueError naming the source."""
+    if len(block_sizes) != len(source_sizes):
+        raise ValueError(f'got block sizes for {len(block_sizes)} sources, but '
+                         f'{len(source_sizes)} source sizes')
+    for k, (size, blocks) in enumerate(zip(source_sizes, block_sizes)):
+        if blocks is None:
+            continue
+        sizes = np.asarray(blocks)
+        shown = repr(blocks) if len(repr(blocks)) < 60 else repr(blocks)[:57] + '...'
+        if sizes.ndim != 1 or sizes.size == 0 or sizes.dtype.kind not in 'iu' or \
+                sizes.min() < 0 or int(sizes.sum()) != size:
+            raise ValueError(
+                f'source {k}: block sizes {shown} do not describe its {size} samples; they '
+                'must be a flat list of sample counts >= 0, one per shard, adding up to the '
+                'source size')
+
 
 STATE_VERSION = 1
 MODES = ('mixed', 'homogeneous')
@@ -146,7 +167,9 @@ class MultiSourceSampler(Sampler):
             (:class:`~m3i_mm.datasets.MultiSourceDataset`); global index of local sample
             ``i`` of source ``k`` is ``sum(source_sizes[:k]) + i``.
         batch_size: Samples per batch and rank; must equal the dataloader's batch size.
-        ratios: Relative sampling rate of each source; None: proportional to their sizes.
+        ratios: Relative sampling rate of each source: a list in source order, or a dict
+            by source name (``dict(laion=0.6, in1k=0.4)``; every source named); None:
+            proportional to the sources' sizes.
         mode: ``'mixed'`` (each batch a multinomial mix) or ``'homogeneous'`` (each batch
             from one source, the same on all ranks).
         seed: Seed of the stream; None: a random seed shared by all ranks.
@@ -183,9 +206,8 @@ class MultiSourceSampler(Sampler):
                 or batch_size < 1:
             raise ValueError(f'MultiSourceSampler: batch_size must be an integer >= 1, got '
                              f'{batch_size!r}')
-        if ratios is None:
-            ratios = self.source_sizes
-        ratios = [float(r) for r in ratios]
+        check_block_sizes(self.source_sizes, self.source_block_sizes)
+        ratios = self._ratio_list(ratios, getattr(dataset, 'names', None))
         if len(ratios) != num_sources:
             raise ValueError(f'got {len(ratios)} ratios for {num_sources} sources')
         if not all(math.isfinite(r) and r >= 0 for r in ratios) or sum(ratios) <= 0:
@@ -223,6 +245,35 @@ class MultiSourceSampler(Sampler):
         self._anchor_positions = np.zeros(num_sources, dtype=np.int64)
         self._next_step = 0
         self.consumed_steps = 0
+
+    def _ratio_list(self, ratios, names: Optional[Sequence[str]]) -> List[float]:
+        """``ratios`` (None, a list, or a dict by source name) as a list of floats."""
+        if ratios is None:
+            return [float(n) for n in self.source_sizes]
+        if isinstance(ratios, dict):
+            if names is None:
+                raise ValueError('MultiSourceSampler: ratios given by source name need a '
+                                 'dataset with source names (m3i_mm.MultiSourceDataset); '
+                                 f'got {ratios!r}')
+            unknown = [n for n in ratios if n not in names]
+            missing = [n for n in names if n not in ratios]
+            if unknown or missing:
+                raise ValueError(
+                    f'MultiSourceSampler: ratios {ratios!r} do not match the sources '
+                    f'{list(names)}' + (f'; unknown: {unknown}' if unknown else '') +
+                    (f'; missing: {missing} (give every source a ratio, 0 to leave one '
+                     'out)' if missing else ''))
+            ratios = [ratios[n] for n in names]
+        elif isinstance(ratios, (str, bytes)) or not isinstance(ratios, (list, tuple,
+                                                                        np.ndarray)):
+            raise ValueError(f'MultiSourceSampler: ratios must be a list of numbers, one per '
+                             f'source, or a dict of source name -> number; got {ratios!r}')
+        numbers = (int, float, np.integer, np.floating)
+        bad = [r for r in ratios if not isinstance(r, numbers) or isinstance(r, bool)]
+        if bad:
+            raise ValueError(f'MultiSourceSampler: ratios must be numbers, got {bad[0]!r} in '
+                             f'{ratios!r}')
+        return [float(r) for r in ratios]
 
     def _use_seed(self, seed: int) -> None:
         """Everything that derives from the seed: compositions, shuffles, transform keys."""
@@ -325,10 +376,25 @@ class MultiSourceSampler(Sampler):
         unchanged) but is not the order an uninterrupted run would have seen; a warning
         names the differences.
         """
-        if state.get('version') != STATE_VERSION:
-            raise ValueError(f'unsupported MultiSourceSampler state version '
-                             f'{state.get("version")!r} (expected {STATE_VERSION})')
-        positions = state['source_positions']
+        version = state.get('version') if isinstance(state, dict) else None
+        if version != STATE_VERSION:
+            raise ValueError(f'unsupported MultiSourceSampler state version {version!r} '
+                             f'(expected {STATE_VERSION})')
+        positions = state.get('source_positions')
+
+        def whole(value, least=0):
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
+                and value >= least
+
+        problems = [f'{field}={state.get(field)!r}' for field, ok in (
+            ('step', whole(state.get('step'))),
+            ('seed', whole(state.get('seed'), least=-2**63)),
+            ('source_positions', isinstance(positions, (list, tuple)) and
+             all(whole(p) for p in positions))) if not ok]
+        if problems:
+            raise ValueError(f'MultiSourceSampler state: {", ".join(problems)} (step and '
+                             'source positions must be integers >= 0, seed an integer): the '
+                             'checkpoint is damaged or not from this sampler')
         if len(positions) != len(self.source_sizes):
             raise ValueError(f'the state has {len(positions)} sources, the dataset '
                              f'{len(self.source_sizes)}: cannot resume the data stream')

@@ -22,8 +22,16 @@ must match, and unless the modification time matches too, the fingerprint of the
 first and last 64 KiB must; when a shard's offset table is loaded for reading, the
 fingerprint is always checked. A stale, corrupt or old-version index is ignored with a
 warning naming it, and the shard is scanned again (and its index rewritten where
-possible). Indexes of shards on other storage backends are trusted as they are.
+possible). Indexes of shards on other storage backends are trusted as they are. While a
+shard's offset table is cached, every read compares the shard's size and modification
+time with those the table was loaded for, and loads it again if they changed.
+
+Indexes are written next to the shards, or into ``index_cache_dir`` (file names carry a
+hash of the shard's path) for read-only shard folders. Where neither can be written (a
+read-only folder without ``index_cache_dir``, a read-only or full cache), one warning
+says so and the shards are read all the same, their headers scanned at every start.
 """
+import glob
 import hashlib
 import io
 import json
@@ -41,11 +49,11 @@ from mmengine.logging import print_log
 from tqdm import tqdm
 
 from m3i_mm.utils.io import atomic_write_text
-from .base import BadSampleError, PackedStrings, check_index
+from .base import BadSampleError, PackedStrings, check_index, join_root
 
 __all__ = ['IMAGE_EXTENSIONS', 'TEXT_EXTENSIONS', 'ShardIdentity', 'ShardSample', 'ShardSet',
-           'ShardTable', 'expand_braces', 'expand_shards', 'scan_tar', 'shard_index_path',
-           'stale_index_reason', 'write_shard_index']
+           'ShardTable', 'expand_braces', 'expand_shards', 'resolve_shards', 'scan_tar',
+           'shard_index_path', 'stale_index_reason', 'write_shard_index']
 
 IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'webp', 'bmp', 'tif', 'tiff', 'ppm', 'pgm')
 TEXT_EXTENSIONS = ('txt', 'json')  # preference order when a sample has both
@@ -136,36 +144,53 @@ def scan_tar(fileobj: BinaryIO, tar_bytes: int, name: str) -> ShardTable:
 
     A damaged shard loses nothing silently. A member whose data run past the end of a
     truncated file stays in the table, so that reading it raises a bad sample ("cut off
-    by the end of the shard") that is counted; a file cut (or damaged) inside a tar
+    by the end of the shard") that is counted. A file cut (or damaged) inside a tar
     header, after which no member can be found, is logged with the shard and the byte
-    offset, and the member named in the partial header, if readable, is kept as cut off.
+    offset, and the member named in the partial header (or in its pax / GNU long-name
+    record), if readable, is kept as cut off. A file that ends without the two zero blocks
+    that close every tar (cut at or inside the padding after a member) is logged too, and
+    what followed the last complete member is kept as one cut-off sample, so the loss is
+    counted when it is read.
     """
     samples: Dict[str, dict] = OrderedDict()
     skipped: List[str] = []
     tar = None
+    last_member = None
     try:
         tar = tarfile.open(fileobj=fileobj, mode='r:')
         for info in tar:
             if not info.isfile():
                 continue
+            last_member = info
             _add_member(samples, skipped, info.name, info.offset_data, info.size)
     except tarfile.ReadError as err:
         if tar is None or not samples:
             raise ValueError(f'{name} is not a readable uncompressed tar file ({err})') \
                 from None
-    damage = _damage_after_members(fileobj, tar.offset, tar_bytes)
-    if damage is not None:
-        header = damage[1]
-        member, size = _partial_header_member(header)
-        lost = ''
+    tail = _tail_state(fileobj, tar.offset, tar_bytes)
+    after = 'its start' if last_member is None else f'member {last_member.name!r}'
+    lost_key = f'{_split_member(last_member.name)[0] if last_member else ""}~lost'
+    lost_sample = dict(image=(f'(members after {after}, lost)', tar_bytes, 1))
+    if tail == 'damaged':
+        member, data_offset, size = _partial_header_member(fileobj, tar.offset)
         if member is not None:
-            _add_member(samples, skipped, member, tar.offset + 512,
-                        max(size, tar_bytes - tar.offset - 511))
+            _add_member(samples, skipped, member, data_offset,
+                        max(size, tar_bytes - data_offset + 1, 1))
             lost = f'; {member!r}, named in the cut header, is kept as cut off'
+        else:
+            samples[lost_key] = lost_sample
+            lost = '; no member name is readable there (kept as one cut-off sample)'
         print_log(f'{name}: the tar data stop at byte {tar.offset} of {tar_bytes}: the file '
                   'is cut (or damaged) inside a tar header, so the members after that byte '
                   f'are lost{lost}. Re-create or re-download the shard.',
                   logger='current', level=logging.WARNING)
+    elif tail == 'cut' and (last_member is None or
+                            last_member.offset_data + last_member.size <= tar_bytes):
+        samples[lost_key] = lost_sample
+        print_log(f'{name}: the file ends at byte {tar_bytes} without the two zero blocks '
+                  f'that close a tar: it was cut after {after}, and any members after it '
+                  'are lost (kept as one cut-off sample, counted when read). Re-create or '
+                  're-download the shard.', logger='current', level=logging.WARNING)
     rows = []
     cut_off = 0
     for key, entry in samples.items():
@@ -200,42 +225,99 @@ def _add_member(samples: Dict[str, dict], skipped: List[str], member: str, offse
         entry.setdefault(ext, (member, offset, size))
 
 
-def _damage_after_members(fileobj: BinaryIO, stop: int, tar_bytes: int
-                          ) -> Optional[Tuple[int, bytes]]:
-    """Whether the bytes where header parsing stopped are a damaged header, not the
-    all-zero end-of-archive blocks. Returns (offset, the header's bytes) if damaged."""
+#: Bytes of the two zero blocks that end a tar archive (POSIX).
+END_OF_ARCHIVE = 2 * tarfile.BLOCKSIZE
+
+
+def _tail_state(fileobj: BinaryIO, stop: int, tar_bytes: int) -> str:
+    """What follows the last member whose header could be read, at byte ``stop``:
+
+    ``'complete'`` (the zero blocks that end a tar, then nothing but zeros), ``'damaged'``
+    (non-zero bytes where a header or the end blocks belong) or ``'cut'`` (the file ends
+    before the two end blocks: inside the padding after a member, or right after it).
+    A member whose own data were cut shows as ``'cut'``; its sample is kept as cut off.
+    """
     if stop >= tar_bytes:
-        return None  # the last member's data were cut: its sample is kept as cut off
+        return 'cut'
     fileobj.seek(stop)
-    header = fileobj.read(512)
-    if any(header):
-        return stop, header
-    position = stop + len(header)
-    while position < tar_bytes:  # the end blocks (and record padding) must be zeros
+    position = stop
+    while position < tar_bytes:
         chunk = fileobj.read(min(1 << 20, tar_bytes - position))
         if not chunk:
             break
         if any(chunk):
-            return stop, header
+            return 'damaged'
         position += len(chunk)
-    return None
+    return 'complete' if position - stop >= END_OF_ARCHIVE else 'cut'
 
 
-def _partial_header_member(header: bytes) -> Tuple[Optional[str], int]:
-    """(member name, data size) from what is left of a ustar header; (None, 0) if unreadable."""
-    if len(header) < 100:
-        return None, 0
+def _header_field(header: bytes, start: int, stop: int) -> Optional[str]:
     try:
-        member = header[:100].split(b'\0', 1)[0].decode('utf-8')
+        text = header[start:stop].split(b'\0', 1)[0].decode('utf-8')
     except UnicodeDecodeError:
-        return None, 0
-    if not member or not member.isprintable():
-        return None, 0
+        return None
+    return text if text.isprintable() else None
+
+
+def _header_size(header: bytes) -> int:
     try:
-        size = int(header[124:136].split(b'\0', 1)[0].strip() or b'0', 8)
+        return int(header[124:136].split(b'\0', 1)[0].strip() or b'0', 8)
     except ValueError:
-        size = 0
-    return member, size
+        return 0
+
+
+def _header_name(header: bytes) -> Optional[str]:
+    """The member name of a (possibly cut) ustar header, with its ``prefix`` field."""
+    if len(header) < 100:
+        return None
+    name = _header_field(header, 0, 100)
+    if not name:
+        return None
+    prefix = _header_field(header, 345, 500) if header[257:262] == b'ustar' else None
+    return f'{prefix}/{name}' if prefix else name
+
+
+def _padded(size: int) -> int:
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def _partial_header_member(fileobj: BinaryIO, offset: int) -> Tuple[Optional[str], int, int]:
+    """(member name, data offset, data size) of the member whose header starts at
+    ``offset`` and is cut or damaged; (None, 0, 0) if no name can be read.
+
+    A pax extended header (``././@PaxHeader``) or a GNU long-name header
+    (``././@LongLink``) precedes the member's own header: the name is then taken from its
+    ``path`` record, else from the member's header that follows it.
+    """
+    fileobj.seek(offset)
+    header = fileobj.read(tarfile.BLOCKSIZE)
+    name = _header_name(header)
+    if name is None:
+        return None, 0, 0
+    size = _header_size(header)
+    data_offset = offset + tarfile.BLOCKSIZE
+    typeflag = header[156:157]
+    if typeflag not in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME,
+                        tarfile.GNUTYPE_LONGLINK):
+        return name, data_offset, size
+    record = fileobj.read(min(size, 1 << 20))
+    member, size_match = None, None
+    if typeflag == tarfile.GNUTYPE_LONGNAME and len(record) == size:
+        member = _header_field(record, 0, size)
+    elif typeflag == tarfile.XHDTYPE:
+        match = re.search(rb'(?:^|\n)\d+ path=([^\n]*)\n', record)
+        if match:
+            member = _header_field(match.group(1), 0, len(match.group(1)))
+        size_match = re.search(rb'(?:^|\n)\d+ size=(\d+)\n', record)
+    own_header_at = data_offset + _padded(size)
+    fileobj.seek(own_header_at)
+    own_header = fileobj.read(tarfile.BLOCKSIZE)
+    if member is None:
+        member = _header_name(own_header)
+    own_size = _header_size(own_header) if len(own_header) >= 136 else 0
+    if typeflag == tarfile.XHDTYPE and size_match:
+        own_size = int(size_match.group(1))
+    return member, own_header_at + tarfile.BLOCKSIZE, own_size
 
 
 def _is_local(path: str, backend_args: Optional[dict]) -> bool:
@@ -422,7 +504,10 @@ class ShardSet:
         self.table_cache_size = table_cache_size
         self._local = np.array([_is_local(s, backend_args) for s in self.shards])
         self._tables: 'OrderedDict[int, ShardTable]' = OrderedDict()
+        # (size, mtime_ns) of each local shard when its cached table was loaded
+        self._identities: Dict[int, Tuple[int, int]] = {}
         self._remote: 'OrderedDict[int, bytes]' = OrderedDict()
+        self._told_no_index = False
         self.counts = self._count_samples()
         self._starts = np.concatenate([[0], np.cumsum(self.counts)])
 
@@ -470,15 +555,32 @@ class ShardSet:
         with open(path, encoding='utf-8') as f:
             lines = f.read().split('\n', 1)
         header = dict(header, tar_mtime_ns=identity.mtime_ns)
-        atomic_write_text(path, json.dumps(header) + '\n' + (lines[1] if len(lines) > 1
-                                                             else ''))
+        try:
+            atomic_write_text(path, json.dumps(header) + '\n' + (lines[1] if len(lines) > 1
+                                                                 else ''))
+        except OSError:
+            pass  # an optimisation only: the fingerprint is checked again next time
+
+    def _no_index(self, reason: str) -> None:
+        """Say once per process why shard indexes are not written (reading goes on)."""
+        if not self._told_no_index:
+            self._told_no_index = True
+            print_log(f'tar shard indexes are not written: {reason}. The shards are read '
+                      'all the same, but their headers are scanned again at every start; '
+                      'give index_cache_dir= a writable folder, or index them ahead with '
+                      'tools/dataset_converters/make_tar_index.py --out-dir',
+                      logger='current', level=logging.WARNING)
 
     def _writable_index_path(self, shard_id: int) -> Optional[str]:
         shard = self.shards[shard_id]
         if self.index_cache_dir is not None:
             return shard_index_path(shard, self.index_cache_dir)
-        if self._local[shard_id] and os.access(osp.dirname(shard) or '.', os.W_OK):
+        folder = osp.dirname(shard) or '.'
+        if self._local[shard_id] and os.access(folder, os.W_OK):
             return shard_index_path(shard)
+        if self._local[shard_id]:
+            self._no_index(f'the shard folder {folder} is read-only and no index_cache_dir '
+                           'is set')
         return None
 
     def _scan_and_index(self, shard_id: int) -> ShardTable:
@@ -486,7 +588,10 @@ class ShardSet:
         table, identity = _scan_shard(self.shards[shard_id], self.backend_args)
         out = self._writable_index_path(shard_id)
         if out is not None:
-            _write_index(out, table, identity)
+            try:
+                _write_index(out, table, identity)
+            except OSError as err:  # read-only or full index cache: read without it
+                self._no_index(f'cannot write {out} ({err.strerror or err})')
         return table
 
     def _count_samples(self) -> List[int]:
@@ -529,9 +634,13 @@ class ShardSet:
             raise RuntimeError(f'{shard} now holds {len(table)} samples, but '
                                f'{self.counts[shard_id]} when the dataset was built: the '
                                'shard changed during the run')
+        if self._local[shard_id]:
+            stat = os.stat(shard)
+            self._identities[shard_id] = (stat.st_size, stat.st_mtime_ns)
         self._tables[shard_id] = table
         if len(self._tables) > self.table_cache_size:
-            self._tables.popitem(last=False)
+            evicted, _ = self._tables.popitem(last=False)
+            self._identities.pop(evicted, None)
         return table
 
     # ---------------------------------------------------------------- reading
@@ -541,45 +650,134 @@ class ShardSet:
         shard_id = int(np.searchsorted(self._starts, index, side='right')) - 1
         return shard_id, index - int(self._starts[shard_id])
 
-    def _read_span(self, shard_id: int, offset: int, size: int, member: str) -> bytes:
+    @staticmethod
+    def _read_span(source: Union[BinaryIO, bytes], offset: int, size: int, where: str
+                   ) -> bytes:
+        """``size`` bytes at ``offset`` of an open shard file or a shard's bytes."""
+        if isinstance(source, bytes):
+            data = source[offset:offset + size]
+        else:
+            source.seek(offset)
+            data = source.read(size)
+        if len(data) != size:
+            raise BadSampleError(where, 'member cut off by the end of the shard',
+                                 'cut-off shard member')
+        return data
+
+    def _current_table(self, shard_id: int, f: BinaryIO) -> ShardTable:
+        """The offset table of the open local shard ``f``, reloaded if the file changed
+        (size or modification time) since the cached table was loaded."""
+        table = self.table(shard_id)
+        stat = os.fstat(f.fileno())
+        if self._identities.get(shard_id) != (stat.st_size, stat.st_mtime_ns):
+            print_log(f'{self.shards[shard_id]} changed on disk (size or modification time) '
+                      'since its member offsets were loaded; loading them again',
+                      logger='current', level=logging.WARNING)
+            self._tables.pop(shard_id, None)
+            table = self.table(shard_id)
+        return table
+
+    def read(self, index: int) -> ShardSample:
+        """The members of sample ``index``: key, image and (if any) caption bytes.
+
+        A local shard is opened once per sample; its size and modification time are
+        compared with those its cached offset table was made for, so a shard replaced
+        during the run is never read at the old offsets.
+        """
+        shard_id, pos = self.locate(index)
         shard = self.shards[shard_id]
         if self._local[shard_id]:
             try:
                 with open(shard, 'rb') as f:
-                    f.seek(offset)
-                    data = f.read(size)
+                    return self._sample(shard_id, pos, self._current_table(shard_id, f), f)
             except OSError as err:
-                raise BadSampleError(f'{shard}:{member}', f'unreadable shard ({err})',
+                raise BadSampleError(shard, f'unreadable shard ({err})',
                                      'unreadable file') from None
-        else:
-            blob = self._remote.get(shard_id)
-            if blob is None:
-                blob = fileio.get(shard, backend_args=self.backend_args)
-                self._remote[shard_id] = blob
-                if len(self._remote) > 2:
-                    self._remote.popitem(last=False)
-            data = blob[offset:offset + size]
-        if len(data) != size:
-            raise BadSampleError(f'{shard}:{member}', 'member cut off by the end of the shard',
-                                 'cut-off shard member')
-        return data
-
-    def read(self, index: int) -> ShardSample:
-        """The members of sample ``index``: key, image and (if any) caption bytes."""
-        shard_id, pos = self.locate(index)
         table = self.table(shard_id)
+        blob = self._remote.get(shard_id)
+        if blob is None:
+            blob = fileio.get(shard, backend_args=self.backend_args)
+            self._remote[shard_id] = blob
+            if len(self._remote) > 2:
+                self._remote.popitem(last=False)
+        return self._sample(shard_id, pos, table, blob)
+
+    def _sample(self, shard_id: int, pos: int, table: ShardTable,
+                source: Union[BinaryIO, bytes]) -> ShardSample:
         img_off, img_size, txt_off, txt_size = (int(v) for v in table.spans[pos])
         image_member, text_member = table.image_members[pos], table.text_members[pos]
+        shard = self.shards[shard_id]
         return ShardSample(
             shard_id=shard_id, key=table.keys[pos],
-            image_path=f'{self.shards[shard_id]}:{image_member}',
-            image=self._read_span(shard_id, img_off, img_size, image_member),
+            image_path=f'{shard}:{image_member}',
+            image=self._read_span(source, img_off, img_size, f'{shard}:{image_member}'),
             text_member=text_member,
-            text=None if txt_off < 0 else self._read_span(shard_id, txt_off, txt_size,
-                                                          text_member))
+            text=None if txt_off < 0 else self._read_span(source, txt_off, txt_size,
+                                                          f'{shard}:{text_member}'))
+
+
+def _split_patterns(shards: Union[str, Sequence[str]]) -> List[str]:
+    if isinstance(shards, str):
+        shards = [shards]
+    elif not isinstance(shards, (list, tuple)) or not all(isinstance(s, str) for s in shards):
+        raise TypeError(f'shards must be a pattern string or a list of them, got {shards!r}')
+    # 'a.tar::b.tar' is WebDataset's notation for a list in one string
+    return [part for pattern in shards for part in pattern.split('::') if part]
 
 
 def expand_shards(shards: Union[str, Sequence[str]]) -> List[str]:
-    """Shard names from a brace pattern or a list of paths/patterns."""
-    patterns = [shards] if isinstance(shards, str) else list(shards)
-    return [path for pattern in patterns for path in expand_braces(pattern)]
+    """Shard names from brace patterns (``'data-{000000..000099}.tar'``), a list of paths
+    or patterns, or WebDataset's ``'a.tar::b.tar'``; glob patterns are left as they are
+    (see :func:`resolve_shards`)."""
+    return [path for pattern in _split_patterns(shards) for path in expand_braces(pattern)]
+
+
+def resolve_shards(shards: Union[str, Sequence[str]], data_root: str = '',
+                   backend_args: Optional[dict] = None) -> Tuple[List[str], List[str]]:
+    """The shard files a shard specification names: ``(names, paths)``.
+
+    ``shards`` is a pattern or a list of them, relative to ``data_root`` unless absolute:
+    brace patterns (``'{00000..00099}.tar'``, ``'{a,b}/*.tar'``; WebDataset's notation),
+    glob patterns (``'*.tar'``, ``'part-??/*.tar'``; local files only, sorted), and
+    ``'a.tar::b.tar'`` lists. ``names`` are the shards as written (glob matches relative to
+    ``data_root``), for sample keys; ``paths`` are the files to open.
+
+    Raises:
+        FileNotFoundError: A glob pattern that matches nothing, or local shards that do not
+            exist (one line naming the pattern and a missing file).
+        ValueError: A shard that is a directory; a glob pattern on a remote backend.
+    """
+    patterns = _split_patterns(shards)
+    if not patterns:
+        raise ValueError(f'no shards given (shards={shards!r})')
+    names: List[str] = []
+    paths: List[str] = []
+    where = f' under data_root {data_root!r}' if data_root else ''
+    for pattern in patterns:
+        for name in expand_braces(pattern):
+            path = join_root(data_root, name)
+            if not glob.has_magic(name):
+                names.append(name)
+                paths.append(path)
+                continue
+            if not _is_local(path, backend_args):
+                raise ValueError(f'the shard pattern {pattern!r} uses glob characters (*?[), '
+                                 'which only work on local files; list remote shards with a '
+                                 "brace pattern ('{00000..00099}.tar')")
+            matches = sorted(glob.glob(path))
+            if not matches:
+                raise FileNotFoundError(f'no files match the shard pattern {pattern!r}{where} '
+                                        f'(looked for {path})')
+            names.extend(osp.relpath(m, data_root) if data_root else m for m in matches)
+            paths.extend(matches)
+    local = [p for p in paths if _is_local(p, backend_args)]
+    missing = [p for p in local if not osp.exists(p)]
+    if missing:
+        raise FileNotFoundError(
+            f'{len(missing)} of the {len(paths)} shards of {shards!r}{where} do not exist, '
+            f'e.g. {missing[0]}')
+    folder = next((p for p in local if osp.isdir(p)), None)
+    if folder is not None:
+        raise ValueError(f'the shard {folder} is a directory, not a file: give the shard '
+                         f"files, e.g. shards='{osp.join(folder, '*.tar')}'")
+    return names, paths

@@ -7,9 +7,9 @@ from .converters import apply_converter, get_converter, list_converters, registe
 from .download import (CachedFile, apply_mirror, cache_path, cached_file, check_cached,
                        default_cache_dir, download_checkpoint, hf_location, offline_mode,
                        record_path, sha256_of, zoo_home)
-from .errors import (CheckpointReadError, ChecksumMismatchError, ConverterError, DownloadError,
-                     IndexFormatError, OfflineError, UnknownEntryError, UnsafeCheckpointError,
-                     UnverifiedFileError, ZooError)
+from .errors import (CacheWriteError, CheckpointReadError, ChecksumMismatchError, ConverterError,
+                     DownloadError, IndexFormatError, OfflineError, UnknownEntryError,
+                     UnsafeCheckpointError, UnverifiedFileError, ZooError)
 from .index import ZooEntry, ZooResult, get_entry, index_paths, load_index
 from .scheme import SCHEME, load_checkpoint_file, load_zoo_checkpoint, register_scheme
 
@@ -22,7 +22,8 @@ from .m3i import extract_m3i_backbone  # noqa: E402  (registers the 'm3i' conver
 register_scheme()
 
 __all__ = [
-    'SCHEME', 'CachedFile', 'CheckpointReadError', 'ChecksumMismatchError', 'ConverterError',
+    'SCHEME', 'CacheWriteError', 'CachedFile', 'CheckpointReadError', 'ChecksumMismatchError',
+    'ConverterError',
     'DownloadError', 'UnverifiedFileError', 'cached_file', 'hf_location', 'record_path',
     'IndexFormatError', 'OfflineError', 'UnknownEntryError', 'UnsafeCheckpointError',
     'ZooEntry', 'ZooError', 'ZooResult', 'apply_converter', 'apply_mirror', 'cache_path',

@@ -40,6 +40,7 @@ In a distributed run (``torch.distributed`` initialised) only local rank 0 of ea
 downloads; the other ranks wait at a barrier and then read the cache.
 """
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -58,9 +59,10 @@ from urllib.request import Request, urlopen
 from mmengine.logging import print_log
 
 from ..utils.cache_dir import cache_root
-from ..utils.io import atomic_write_text, commit_path
+from ..utils.io import atomic_write_text, commit_path, unreadable_checkpoint_reason
 from ..version import __version__
-from .errors import ChecksumMismatchError, DownloadError, OfflineError, UnverifiedFileError
+from .errors import (CacheWriteError, CheckpointReadError, ChecksumMismatchError, DownloadError,
+                     OfflineError, UnverifiedFileError)
 from .index import ZooEntry, get_entry
 
 MIRROR_ENV = 'M3I_MM_ZOO_MIRROR'
@@ -198,6 +200,8 @@ def check_cached(entry: ZooEntry, path: str, record: Optional[str] = None,
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
+        CheckpointReadError: The entry is a checkpoint and the file is not one (e.g. an
+            HTML page cached before downloads were checked).
         ChecksumMismatchError: If the hash differs from the pin or the record.
         UnverifiedFileError: An unpinned file has no valid record, and
             ``trust_unrecorded`` is False.
@@ -213,6 +217,8 @@ def check_cached(entry: ZooEntry, path: str, record: Optional[str] = None,
             f'you put it there yourself and trust it, record its hash with `python '
             f'tools/zoo.py trust {entry.name}`.')
     observed = sha256_of(path)
+    if expected is None or observed == expected:
+        _check_is_checkpoint(entry, path)
     if expected is None:
         _record_sha256(record, observed, osp.basename(path))
         print_log(f'UNPINNED CHECKPOINT: zoo entry {entry.name!r} has no Sha256 in '
@@ -229,6 +235,17 @@ def check_cached(entry: ZooEntry, path: str, record: Optional[str] = None,
             f'{against} {expected}. The file is corrupted or was replaced: delete it or run '
             f'`python tools/zoo.py download {entry.name} --force`.')
     return CachedFile(path, observed, pinned=entry.pinned, recorded_now=False)
+
+
+def _check_is_checkpoint(entry: ZooEntry, path: str) -> None:
+    """Refuse a cached file of a checkpoint entry that is no checkpoint (an error page
+    cached before downloads were checked, with its hash recorded)."""
+    reason = unreadable_checkpoint_reason(path) if entry.is_checkpoint else None
+    if reason is not None:
+        raise CheckpointReadError(
+            f'cached file {path} of zoo entry {entry.name!r} {reason}, so it is not the '
+            f'checkpoint (a server may have answered with an error page). Delete it or run '
+            f'`python tools/zoo.py download {entry.name} --force`.')
 
 
 def cached_file(entry: ZooEntry, cache_dir: Optional[str] = None,
@@ -284,6 +301,8 @@ def download_checkpoint(entry: Union[str, ZooEntry], cache_dir: Optional[str] = 
                                    force=force)
     else:
         ensure = functools.partial(_ensure_cached, entry, path, **options)
+    ensure = functools.partial(_writing_to_cache, ensure, cache_dir or default_cache_dir(),
+                               entry.name)
     rank, world_size, local_rank = _dist_info()
     if world_size == 1:
         return ensure()
@@ -309,6 +328,26 @@ def download_checkpoint(entry: Union[str, ZooEntry], cache_dir: Optional[str] = 
             f'{entry.name!r} in the cache; its log says why.')
     check_cached(entry, *found)
     return found[0]
+
+
+_CACHE_WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                       errno.EFBIG)
+
+
+def _writing_to_cache(ensure, cache_dir: str, name: str) -> str:
+    """``ensure()``, with the cache's write failures (no permission, read-only file system,
+    full disk) as one :class:`CacheWriteError` naming the cache and what to do."""
+    try:
+        return ensure()
+    except OSError as e:
+        if e.errno not in _CACHE_WRITE_ERRNOS:
+            raise
+        where = f' ({e.filename})' if e.filename else ''
+        raise CacheWriteError(
+            f'zoo entry {name!r}: cannot write to the zoo cache {cache_dir}{where}: '
+            f'{os.strerror(e.errno)}. Set M3I_MM_HOME to a writable directory (the cache '
+            'root), or download the file where the cache is writable and copy it with its '
+            '.sha256 record') from e
 
 
 def _dist_info() -> Tuple[int, int, int]:
@@ -397,6 +436,14 @@ def _ensure_cached_from_hub(entry: ZooEntry, record: str, force: bool) -> str:
     except (HfHubHTTPError, OSError) as e:
         raise DownloadError(f'zoo entry {entry.name!r}: download of {repo}/{filename} from '
                             f'the Hugging Face Hub failed: {e}') from e
+    reason = unreadable_checkpoint_reason(path) if entry.is_checkpoint else None
+    if reason is not None:  # never leave what is not a checkpoint in the shared cache
+        for stale in {osp.realpath(path), path}:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(stale)
+        raise DownloadError(f'zoo entry {entry.name!r}: {repo}/{filename} from the Hugging '
+                            f'Face Hub {reason}: it is not the checkpoint; refusing it (removed '
+                            'from the Hugging Face cache)')
     try:  # a fresh download: an unpinned one is recorded now unless a record exists
         check_cached(entry, path, record, trust_unrecorded=True)
     except ChecksumMismatchError:
@@ -459,6 +506,13 @@ def _download_verified(entry: ZooEntry, url: str, path: str, progress: bool, ret
                 f'model index ({entry.source}) pins {entry.sha256}; refusing it. Nothing was '
                 f'saved at {path}.')
         break
+    reason = unreadable_checkpoint_reason(part) if entry.is_checkpoint else None
+    if reason is not None:  # e.g. an HTML error page served with status 200
+        _remove_part(part)
+        raise DownloadError(
+            f'download of zoo entry {entry.name!r} from {url} {reason}: the server did not '
+            f'send the checkpoint (an error or login page?); refusing it. Nothing was saved '
+            f'at {path}. Check the URL (or the mirror) in a browser.')
     if entry.sha256 is None:
         print_log(
             f'UNPINNED CHECKPOINT: zoo entry {entry.name!r} has no Sha256 in {entry.source}, '

@@ -17,6 +17,10 @@ class DownloadError(ZooError):
     """A download failed (HTTP error, refused connection, interrupted or truncated body)."""
 
 
+class CacheWriteError(ZooError):
+    """The zoo cache cannot be written (no permission, read-only file system, disk full)."""
+
+
 class ChecksumMismatchError(ZooError):
     """A downloaded or cached file does not have the expected sha256."""
 

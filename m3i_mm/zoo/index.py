@@ -14,11 +14,11 @@ Fields beyond the standard ones (``modelindex`` keeps unknown fields as they are
 
 ``Metadata.Resolution`` (input size in pixels) is a custom metadata field as well.
 
-The index read is the repository's ``model-index.yml`` (two levels above this package)
-plus every file listed in the environment variable ``M3I_MM_MODEL_INDEX``
-(paths separated by ``os.pathsep``), so users can add their own checkpoints.
+The index read is m3i_mm's ``model-index.yml`` (the checkout's, or the copy an installed
+package carries in ``m3i_mm/.mim``; :mod:`m3i_mm.utils.package_data` finds it) plus every
+file listed in the environment variable ``M3I_MM_MODEL_INDEX`` (paths separated by
+``os.pathsep``), so users can add their own checkpoints.
 """
-import difflib
 import os
 import os.path as osp
 import re
@@ -28,10 +28,11 @@ from urllib.parse import urlparse
 
 import yaml
 
+from ..utils.package_data import data_path
+from ..utils.suggest import did_you_mean
 from .errors import IndexFormatError, UnknownEntryError
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEFAULT_INDEX = osp.join(REPO_ROOT, 'model-index.yml')
+DEFAULT_INDEX = data_path('model-index.yml')
 INDEX_ENV = 'M3I_MM_MODEL_INDEX'
 PRETRAINING_TASK = 'Pre-training'
 
@@ -75,6 +76,8 @@ class ZooEntry:
         parameters: ``Metadata.Parameters``, if given.
         training_log: ``Training Log``: URL of the published JSON training log, if any.
         results: Every item of ``Results`` (``task``/``dataset``/``metrics`` are the first).
+        is_checkpoint: Whether the file must be a PyTorch checkpoint (checked before it is
+            cached); False for training logs.
     """
     name: str
     url: str
@@ -90,6 +93,7 @@ class ZooEntry:
     parameters: Optional[int] = None
     training_log: Optional[str] = None
     results: Tuple[ZooResult, ...] = ()
+    is_checkpoint: bool = True
 
     @property
     def pinned(self) -> bool:
@@ -114,11 +118,11 @@ class ZooEntry:
                 f'zoo entry {self.name!r} ({self.source}) has no "Training Log": the official '
                 'release publishes no training log for it')
         return ZooEntry(name=f'{self.name}.log', url=self.training_log,
-                        collection=self.collection, source=self.source)
+                        collection=self.collection, source=self.source, is_checkpoint=False)
 
 
 def index_paths() -> List[str]:
-    """The index files read by default: the repository's, then those in ``M3I_MM_MODEL_INDEX``."""
+    """The index files read by default: m3i_mm's, then those in ``M3I_MM_MODEL_INDEX``."""
     paths = [DEFAULT_INDEX] if osp.isfile(DEFAULT_INDEX) else []
     extra = os.environ.get(INDEX_ENV, '')
     paths += [osp.abspath(osp.expanduser(p)) for p in extra.split(os.pathsep) if p.strip()]
@@ -162,8 +166,10 @@ def get_entry(name: str, index: Optional[Mapping[str, ZooEntry]] = None) -> ZooE
     index = load_index() if index is None else index
     if name in index:
         return index[name]
-    close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.5)
-    hint = f' Did you mean: {", ".join(close)}?' if close else ''
+    hint = did_you_mean(name, index, cutoff=0.5)
+    if not osp.isfile(DEFAULT_INDEX):
+        hint += (f' m3i_mm\'s own model index is missing (expected at {DEFAULT_INDEX}): '
+                 'reinstall m3i_mm from a checkout, an sdist or a wheel.')
     raise UnknownEntryError(
         f'no model-zoo entry named {name!r} ({len(index)} entries in {", ".join(index_paths())}; '
         f'`python tools/zoo.py list` shows them).{hint}')

@@ -4,7 +4,9 @@ Accepted inputs (internimage.md section 2.4):
 
 * classification ``.pth``: weights under ``'model'`` (or ``'module'``), keys
   ``patch_embed.*``, ``levels.*``, and the head (``conv_head``/``head`` for T-XL,
-  ``dcnv3_head_x3/x4``, ``clip_projector``, ``fc_norm``, ``head`` for H/G);
+  ``dcnv3_head_x3/x4``, ``clip_projector``, ``fc_norm``, ``head`` for H/G; the iNaturalist
+  classifier's ``meta_head_1/2``, ``meta_norm``, ``meta_head`` go to
+  :class:`~m3i_mm.models.heads.MetadataLinearClsHead`);
 * mmdet/mmseg checkpoints: ``'state_dict'`` with ``backbone.`` (and neck/head) prefixes;
 * Hugging Face ports: prefix ``model.`` and ``layer_scale1/2`` instead of ``gamma1/2``;
 * m3i_mm checkpoints (already converted): returned unchanged.
@@ -48,6 +50,13 @@ _HEAD_RULES: List[Tuple[re.Pattern, str]] = [(re.compile(p), r) for p, r in [
     (r'^clip_projector\.cross_dcn\.proj\.', 'neck.attn_pool.proj.'),
     (r'^fc_norm\.0\.', 'neck.fc_norm.'),
     (r'^head\.(weight|bias)$', r'head.fc.\1'),
+    # iNaturalist 2018 (InternImageMetaFormer) -> MetadataLinearClsHead
+    (r'^meta_head_1\.', 'head.meta_encoders.0.'),
+    (r'^meta_head_2\.', 'head.meta_encoders.1.'),
+    (r'^(head\.meta_encoders\.\d+\.3)\.w([12])\.', r'\1.fc\2.'),
+    (r'^(head\.meta_encoders\.\d+\.3)\.norm_fn([12])\.', r'\1.norm\2.'),
+    (r'^meta_norm\.', 'head.meta_norm.'),
+    (r'^meta_head\.(weight|bias)$', r'head.meta_fc.\1'),
 ]]
 
 _BACKBONE_ROOTS = ('patch_embed.', 'levels.')

@@ -8,9 +8,11 @@ and verifies the file (:func:`m3i_mm.zoo.download.download_checkpoint`), reads i
 """
 import importlib.abc
 import importlib.machinery
+import os.path as osp
 import pickle
 import re
 import sys
+import zipfile
 from typing import Any, Optional
 
 from .converters import apply_converter
@@ -22,12 +24,16 @@ SCHEME = 'm3i://'
 _CHECKPOINT_MODULE = 'mmengine.runner.checkpoint'
 
 
-def load_checkpoint_file(path: str, map_location: Any = None) -> Any:
+def load_checkpoint_file(path: str, map_location: Any = None, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` with m3i_mm's allow-list and a clear error.
+
+    Every local checkpoint m3i_mm and mmengine load goes through here (mmengine's loader of
+    local paths is replaced by :func:`load_local_checkpoint`).
 
     Args:
         path: A checkpoint file.
         map_location: As for ``torch.load``.
+        mmap: Memory-map the file (``torch.save`` zip archives; legacy files are read).
 
     Raises:
         CheckpointReadError: If the file is missing, empty, truncated or not a
@@ -45,22 +51,34 @@ def load_checkpoint_file(path: str, map_location: Any = None) -> Any:
                                   'written by torch.save (a .pth file)')
     allow_mmengine_checkpoint_globals()
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True,
+                          mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         if not re.search(r'GLOBAL [\w.]+', str(e)):  # not a refused class: broken data
             raise CheckpointReadError(f'cannot load {path}: torch.load failed ({_one_line(e)}); '
                                       'the file is damaged or not a PyTorch checkpoint') from e
         offending = sorted(set(re.findall(r'GLOBAL ([\w.]+)', str(e))))
-        names = ', '.join(offending) if offending else 'objects torch could not name'
+        # (torch's own text is left out: it suggests weights_only=False, i.e. running it)
         raise UnsafeCheckpointError(
-            f'refusing to load {path}: it pickles {names}, which the weights_only allow-list '
-            '(m3i_mm/utils/safe_globals.py) does not include, and unpickling arbitrary objects '
-            'can run arbitrary code. If you trust the file, re-save its tensors as a plain '
-            f'state dict. torch said: {_one_line(e)}') from e
+            f'refusing to load {path}: it pickles {", ".join(offending)}, which the '
+            'weights_only allow-list (m3i_mm/utils/safe_globals.py) does not include, and '
+            'unpickling arbitrary objects can run arbitrary code. If you trust the file, '
+            're-save its tensors as a plain state dict') from e
     except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:  # damaged archive
         raise CheckpointReadError(f'cannot load {path}: torch.load failed ({type(e).__name__}: '
                                   f'{_one_line(e)}); the file is damaged or not a PyTorch '
                                   'checkpoint') from e
+
+
+def load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
+    """mmengine ``CheckpointLoader`` backend for local paths (``--resume``, ``load_from``,
+    ``init_cfg``, ``tools/test.py``): :func:`load_checkpoint_file`, so that a damaged file
+    or one that pickles code is refused in one line naming the file, instead of torch's
+    traceback."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')  # mmengine's message
+    return load_checkpoint_file(filename, map_location)
 
 
 def _one_line(error: BaseException) -> str:
@@ -98,7 +116,8 @@ def load_from_m3i_zoo(filename: str, map_location: Any = None) -> dict:
 
 
 def register_scheme() -> None:
-    """Register ``m3i://`` with mmengine's ``CheckpointLoader``.
+    """Register ``m3i://`` with mmengine's ``CheckpointLoader``, and
+    :func:`load_local_checkpoint` for local paths.
 
     ``CheckpointLoader`` lives in ``mmengine.runner``, whose import takes about two seconds.
     So that ``import m3i_mm`` stays cheap, the scheme is registered right away only if that
@@ -112,10 +131,11 @@ def register_scheme() -> None:
 
 
 def _register_with(checkpoint_loader: type) -> None:
-    existing = checkpoint_loader._schemes.get(SCHEME)
-    if existing is not None and getattr(existing, '__module__', None) == __name__:
-        return  # already ours (e.g. this module was reloaded)
-    checkpoint_loader.register_scheme(SCHEME, load_from_m3i_zoo)
+    for prefix, loader in ((SCHEME, load_from_m3i_zoo), ('', load_local_checkpoint)):
+        existing = checkpoint_loader._schemes.get(prefix)
+        if existing is not None and getattr(existing, '__module__', None) == __name__:
+            continue  # already ours (e.g. this module was reloaded)
+        checkpoint_loader.register_scheme(prefix, loader, force=True)
 
 
 class _RegisterAfterImport(importlib.abc.MetaPathFinder):

@@ -81,3 +81,45 @@ def test_resume_auto_checks_what_last_checkpoint_names(tmp_path):
     record.write_text(str(good))
     assert resolve_resume(str(tmp_path), 'auto') == str(good)
     assert resolve_resume(str(tmp_path), str(good)) == str(good)
+
+
+def _run_cli_error(main, capsys) -> str:
+    from m3i_mm.cli.launch import run_cli
+    with pytest.raises(SystemExit) as info:
+        run_cli(main)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_a_bad_dcnv3_backend_variable_is_one_error_line(monkeypatch, capsys):
+    """M3I_MM_DCNV3_BACKEND=bogus while a model runs: `error: ...`, exit 2, no traceback."""
+    from m3i_mm.models.backbones import InternImage
+    monkeypatch.delenv('M3I_MM_TRACEBACK', raising=False)
+    monkeypatch.setenv('M3I_MM_DCNV3_BACKEND', 'bogus')
+    model = InternImage(arch=dict(channels=16, depths=[1, 1, 1, 1], groups=[4, 8, 16, 32]))
+    err = _run_cli_error(lambda: model(torch.rand(1, 3, 32, 32)), capsys)
+    assert err.startswith("error: M3I_MM_DCNV3_BACKEND='bogus' is not a DCNv3 backend")
+    assert 'Traceback' not in err and len(err.strip().splitlines()) == 2
+
+
+def test_an_unknown_type_error_names_the_scoped_m3i_mm_type(monkeypatch, capsys):
+    import mmpretrain.registry
+    from mmengine.registry import init_default_scope
+    monkeypatch.delenv('M3I_MM_TRACEBACK', raising=False)
+    init_default_scope('mmpretrain')
+    err = _run_cli_error(lambda: mmpretrain.registry.TRANSFORMS.build(dict(type='M3IViews')),
+                         capsys)
+    assert err.startswith('error: M3IViews is not in the mmpretrain::transform registry')
+    assert "(m3i_mm registers M3IViews in its scope: write type='m3i_mm.M3IViews')" in err
+
+
+def test_a_relative_config_path_falls_back_to_the_shipped_configs(tmp_path, monkeypatch):
+    """`tools/train.py configs/...` from any directory (e.g. where m3i_mm is installed)."""
+    monkeypatch.chdir(tmp_path)
+    name = 'configs/demo/mask-rcnn_internimage-tiny_fpn_1xb2-2e_demo-coco.py'
+    assert load_config(name).filename == osp.join(REPO, name)
+    (tmp_path / 'configs' / 'demo').mkdir(parents=True)
+    (tmp_path / name).write_text("default_scope = 'mmdet'\nmine = True\n")
+    assert load_config(name).mine is True  # a file of the current directory comes first
+    with pytest.raises(UsageError, match="config file not found: 'configs/nope.py'"):
+        load_config('configs/nope.py')

@@ -47,3 +47,9 @@ def test_unlabelled_folder_and_file_list(corpus, tmp_path):
     (tmp_path / 'list.txt').write_text('chelsea/001.jpg\n\ncoffee/003.jpg\n')
     listed = UnlabelledImageDataset(corpus.classes_root, file_list=str(tmp_path / 'list.txt'))
     assert [listed[i]['sample_key'] for i in range(2)] == ['chelsea/001.jpg', 'coffee/003.jpg']
+
+
+def test_a_directory_given_as_file_list_is_named(corpus):
+    """A folder given as file_list ended in IsADirectoryError (issue 21.14)."""
+    with pytest.raises(ValueError, match=r'the file_list .* is a directory, not a file'):
+        UnlabelledImageDataset(data_root=corpus.root, file_list='images')

@@ -1,5 +1,8 @@
+import functools
+import http.server
 import json
 import os.path as osp
+import threading
 
 import numpy as np
 import pytest
@@ -55,8 +58,6 @@ def test_manifest_custom_keys_and_errors(tmp_path):
     (tmp_path / 'bad.jsonl').write_text('{"path": "a.jpg"\n')
     with pytest.raises(ValueError, match='bad.jsonl:1: not a JSON object'):
         read_manifest(str(tmp_path / 'bad.jsonl'))
-    with pytest.raises(ValueError, match='exactly one of ann_file'):
-        ImageTextDataset(ann_file='m.jsonl', shards='a.tar')
 
 
 def test_shards_samples_and_bad_members(corpus):
@@ -148,3 +149,173 @@ def test_byte_order_mark_and_null_captions(tmp_path):
     assert read_manifest(csv_path).paths == ['a.jpg']
     jsonl = write_bytes(tmp_path / 'm.jsonl', b'{"path": "a.jpg", "caption": null}\n')
     assert read_manifest(jsonl).captions == ['']  # a bad sample later ("empty caption")
+
+
+# ------------------------------------------------------------------ issue 20: data as published
+@pytest.fixture(scope='module')
+def images(tmp_path_factory, corpus):
+    """Six photo crops as image files (``img/0.jpg`` ..) under their own root."""
+    root = tmp_path_factory.mktemp('published')
+    (root / 'img').mkdir()
+    for i in range(6):
+        (root / 'img' / f'{i}.jpg').write_bytes(corpus.pairs[i][0])
+    return root
+
+
+def captions_of(ds):
+    return [ds[i]['caption'] for i in range(len(ds))]
+
+
+@pytest.mark.parametrize('layout', ['cc3m', 'cc12m'])
+def test_headerless_tsv_as_published(corpus, images, layout):
+    """CC3M (caption<TAB>url) and CC12M (url<TAB>caption) TSVs have no header row; they
+    were refused ("no column 'path' in the header")."""
+    rows = [(f'img/{i}.jpg', corpus.pairs[i][1]) for i in range(6)]
+    lines = [f'{c}\t{p}' if layout == 'cc3m' else f'{p}\t{c}' for p, c in rows]
+    (images / f'{layout}.tsv').write_text('\n'.join(lines) + '\n')
+    recognised = ImageTextDataset(data_root=str(images), ann_file=f'{layout}.tsv')
+    columns = ['caption', 'url'] if layout == 'cc3m' else ['url', 'caption']
+    stated = ImageTextDataset(data_root=str(images), ann_file=f'{layout}.tsv',
+                              columns=columns, path_key='url')
+    for ds in (recognised, stated):
+        assert len(ds) == 6 and captions_of(ds) == [c for _, c in rows]
+        assert ds[2]['img_path'] == osp.join(str(images), 'img/2.jpg')
+
+
+def test_headerless_tsv_that_cannot_be_told_apart_is_a_clear_error(tmp_path):
+    tsv = write_bytes(tmp_path / 'm.tsv', b'a.jpg\tb.jpg\n')  # which one is the image?
+    with pytest.raises(ValueError, match=r'm\.tsv:1: .*cannot be told which .*columns='):
+        read_manifest(tsv)
+    three = write_bytes(tmp_path / 'n.tsv', b'a cat\thttp://x/a.jpg\t12\n')
+    with pytest.raises(ValueError, match=r'n\.tsv:1: .*3 fields.*columns='):
+        read_manifest(three)
+    # a header with other names is still a header error, with the hint for no header
+    header = write_bytes(tmp_path / 'h.tsv', b'url\ttext\nhttp://x/a.jpg\ta cat\n')
+    with pytest.raises(ValueError, match=r"no column 'path' in the header.*columns="):
+        read_manifest(header)
+    assert read_manifest(header, path_key='url', caption_key='text').paths == [
+        'http://x/a.jpg']
+    with pytest.raises(ValueError, match=r"path_key='path' is not one of columns"):
+        read_manifest(tsv, columns=['url', 'caption'])
+    with pytest.raises(ValueError, match='3 fields, but columns= names 2'):
+        read_manifest(three, columns=['caption', 'url'], path_key='url')
+
+
+def test_parquet_url_list_as_published(corpus, images, tmp_path):
+    """LAION/CC parquet URL lists (URL + TEXT columns) were refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    urls = [f'img/{i}.jpg' for i in range(6)] + [None]
+    texts = [corpus.pairs[i][1] for i in range(6)] + ['no url']
+    pq.write_table(pa.table({'SAMPLE_ID': list(range(7)), 'URL': urls, 'TEXT': texts,
+                             'similarity': [0.3] * 7}), str(images / 'laion.parquet'))
+    ds = ImageTextDataset(data_root=str(images), ann_file='laion.parquet', path_key='URL',
+                          caption_key='TEXT')
+    assert len(ds) == 7 and [ds[i]['caption'] for i in range(6)] == texts[:6]
+    with pytest.raises(BadSampleError, match="no 'URL'") as err:
+        ds[6]
+    assert err.value.path.endswith('laion.parquet:row 6')
+    with pytest.raises(ValueError, match=r"no column 'path' among .*set path_key"):
+        ImageTextDataset(data_root=str(images), ann_file='laion.parquet')
+
+
+class _Images(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+
+@pytest.fixture
+def image_server(images):
+    handler = functools.partial(_Images, directory=str(images))
+    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f'http://127.0.0.1:{httpd.server_address[1]}'
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_urls_are_read_through_mmengine_file_backends(corpus, image_server, tmp_path):
+    """A CC3M-style TSV of URLs, served by a loopback HTTP server; a 404 is a missing file."""
+    lines = [f'{corpus.pairs[i][1]}\t{image_server}/img/{i}.jpg' for i in range(3)]
+    lines.append(f'gone\t{image_server}/img/404.jpg')
+    (tmp_path / 'urls.tsv').write_text('\n'.join(lines) + '\n')
+    ds = ImageTextDataset(ann_file=str(tmp_path / 'urls.tsv'))
+    assert len(ds) == 4
+    for i in range(3):
+        sample = ds[i]
+        assert sample['caption'] == corpus.pairs[i][1]
+        assert np.array_equal(sample['img'], decoded_photo(corpus.pairs, i))
+    with pytest.raises(BadSampleError, match='missing file') as err:
+        ds[3]
+    assert err.value.kind == 'missing file'
+
+
+def test_setting_shards_switches_a_manifest_source(corpus, images):
+    """--cfg-options ...shards=... on a manifest source needed an undocumented
+    ann_file=None ("needs exactly one of ann_file and shards")."""
+    ds = ImageTextDataset(data_root=corpus.shard_root, ann_file='captions.jsonl',
+                          shards='data-{000000..000001}.tar')
+    assert ds.shard_set is not None and len(ds) == 19
+    with pytest.raises(ValueError, match='needs a manifest .ann_file=. or shards'):
+        ImageTextDataset(data_root=corpus.root)
+
+
+# ------------------------------------------------------------------ issue 21: manifests
+def test_cr_only_line_endings_are_named(tmp_path):
+    """Classic-Mac line endings were blamed on the header ("no column 'path'")."""
+    for name, data in (('m.tsv', b'path\tcaption\ra.jpg\tx\rb.jpg\ty\r'),
+                       ('m.jsonl', b'{"path": "a.jpg", "caption": "x"}\r{"path": "b"}\r')):
+        with pytest.raises(ValueError, match=r'1: a carriage return .* CR only'):
+            read_manifest(write_bytes(tmp_path / name, data))
+
+
+def test_a_directory_where_the_manifest_belongs_is_named(tmp_path):
+    """ann_file pointing at a folder ended in IsADirectoryError."""
+    (tmp_path / 'cc3m.tsv').mkdir()
+    with pytest.raises(ValueError, match=r'the manifest .*cc3m\.tsv is a directory, not a file'):
+        ImageTextDataset(data_root=str(tmp_path), ann_file='cc3m.tsv')
+
+
+@pytest.mark.parametrize('fmt', ['jsonl', 'tsv'])
+def test_nul_and_file_uri_rows_are_bad_rows_named_by_line(corpus, images, fmt):
+    """A NUL byte or a file:// path in one row ended the whole run."""
+    rows = [(f'img/{i}.jpg', corpus.pairs[i][1]) for i in range(4)]
+    rows[1] = ('img/1.jpg', 'a cap\0tion')
+    rows[2] = (f'file://{images}/img/2.jpg', 'a caption')
+    rows[3] = ('img/3\0.jpg', 'a caption')
+    path = images / f'nul.{fmt}'
+    if fmt == 'jsonl':
+        path.write_text(''.join(json.dumps(dict(path=p, caption=c)) + '\n' for p, c in rows))
+    else:
+        path.write_text('path\tcaption\n' + ''.join(f'{p}\t{c}\n' for p, c in rows))
+    ds = ImageTextDataset(data_root=str(images), ann_file=path.name)
+    assert len(ds) == 4 and ds[0]['caption'] == corpus.pairs[0][1]
+    first = 1 if fmt == 'jsonl' else 2
+    for row, reason in ((1, 'NUL character in the caption'),
+                        (2, "no mmengine file backend reads 'file://' paths"),
+                        (3, 'NUL character in the path')):
+        with pytest.raises(BadSampleError, match=reason) as err:
+            ds[row]
+        assert err.value.path == f'{path}:{first + row}' and err.value.kind == 'bad manifest row'
+
+
+def test_restrict_to_root_refuses_paths_outside_the_data_root(corpus, images):
+    """'../' in a manifest read files outside the data root."""
+    root = images / 'root'
+    (root / 'sub').mkdir(parents=True, exist_ok=True)
+    (root / 'in.jpg').write_bytes(corpus.pairs[0][0])
+    rows = [('in.jpg', 'inside'), ('../img/1.jpg', 'climbs out'),
+            (str(images / 'img' / '2.jpg'), 'absolute'), ('sub/../in.jpg', 'stays in'),
+            ('http://example.invalid/a.jpg', 'a URI')]
+    (root / 'm.jsonl').write_text(''.join(json.dumps(dict(path=p, caption=c)) + '\n'
+                                          for p, c in rows))
+    free = ImageTextDataset(data_root=str(root), ann_file='m.jsonl')
+    assert free[1]['caption'] == 'climbs out' and free[2]['caption'] == 'absolute'
+    ds = ImageTextDataset(data_root=str(root), ann_file='m.jsonl', restrict_to_root=True)
+    assert ds[0]['caption'] == 'inside' and ds[3]['caption'] == 'stays in'
+    for row, reason in ((1, "'../' leads outside data_root"), (2, 'an absolute path'),
+                        (4, 'a URI')):
+        with pytest.raises(BadSampleError, match=reason) as err:
+            ds[row]
+        assert err.value.kind == 'bad manifest row'

@@ -192,3 +192,24 @@ def test_transforms_are_seeded_by_the_draw_key(corpus):
     ds[SampleIndex(3, rng_key=1)]
     assert np.random.rand() == np.random.RandomState(0).rand()
     assert torch.equal(torch.rand(2), torch.rand(2, generator=torch.Generator().manual_seed(0)))
+
+
+def test_lazy_init_builds_the_config_without_reading_the_data(corpus, tmp_path, monkeypatch):
+    """M3I configs could not be built without reading their data (issue 20)."""
+    reads = []
+    real = multi_source.DATASETS.build
+    monkeypatch.setattr(multi_source.DATASETS, 'build',
+                        lambda cfg, *a, **k: reads.append(cfg['type']) or real(cfg, *a, **k))
+    missing = [dict(type='ImageTextDataset', name='absent', data_root=str(tmp_path),
+                    shards='{00000..00099}.tar')]
+    lazy = MultiSourceDataset(missing, lazy_init=True)
+    assert lazy.names == ['absent'] and reads == []
+    with pytest.raises(FileNotFoundError, match='100 of the 100 shards'):
+        len(lazy)  # the data are read when first needed
+    lazy = MultiSourceDataset(source_cfgs(corpus), max_bad_fraction=0.5, lazy_init=True)
+    assert lazy.names[3] == '3:UnlabelledImageDataset' and reads == ['ImageTextDataset']
+    assert lazy.source_sizes == [40, 39, 16, 16] and len(reads) == 5
+    eager = MultiSourceDataset(source_cfgs(corpus), max_bad_fraction=0.5)
+    assert lazy.names == eager.names and lazy[50]['sample_key'] == eager[50]['sample_key']
+    with pytest.raises(KeyError, match='NoSuchDataset'):
+        MultiSourceDataset([dict(type='NoSuchDataset')], lazy_init=True).full_init()

@@ -266,3 +266,59 @@ def test_draw_keys_are_a_function_of_the_stream_position():
     assert all(i.rng_key in key_of[int(i)] for i in shared)
     restored = pickle.loads(pickle.dumps(single[3]))
     assert restored == single[3] and restored.rng_key == single[3].rng_key
+
+
+# ------------------------------------------------------------------ issue 21
+@pytest.mark.parametrize('ratios, message', [
+    ('111', r"ratios must be a list of numbers, one per source, or a dict .*'111'"),
+    (['1', '2', '3'], r"ratios must be numbers, got '1'"),
+    ([1, True, 1], 'ratios must be numbers, got True'),
+])
+def test_ratios_that_are_not_numbers_are_refused(ratios, message):
+    """ratios='111' was read as [1.0, 1.0, 1.0] for three sources (issue 21.15)."""
+    with pytest.raises(ValueError, match=message):
+        MultiSourceSampler(fake_dataset([10, 10, 10]), 2, seed=0, ratios=ratios)
+
+
+def test_ratios_by_source_name():
+    """A dict of ratios failed with "could not convert string to float" (issue 21.14)."""
+    named = SimpleNamespace(source_sizes=[10, 10, 10], source_block_sizes=[None] * 3,
+                            names=['laion', 'cc12m', 'in1k'])
+    by_name = MultiSourceSampler(named, 4, seed=0, ratios=dict(in1k=1, laion=6, cc12m=3))
+    assert by_name.ratios == [6.0, 3.0, 1.0]
+    by_list = MultiSourceSampler(named, 4, seed=0, ratios=[6, 3, 1])
+    assert batches(by_name, 5) == batches(by_list, 5)
+    with pytest.raises(ValueError, match=r"do not match the sources \['laion', 'cc12m', 'in1k'\]"
+                                         r"; unknown: \['yfcc'\]; missing: \['in1k'\]"):
+        MultiSourceSampler(named, 4, seed=0, ratios=dict(laion=6, cc12m=3, yfcc=1))
+    with pytest.raises(ValueError, match='ratios given by source name need a dataset with '
+                                         'source names'):
+        MultiSourceSampler(fake_dataset([10]), 4, seed=0, ratios=dict(a=1))
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(step=-1), 'step=-1'),
+    (dict(source_positions=[5, -3]), r'source_positions=\[5, -3\]'),
+    (dict(source_positions=[5, 2.5]), r'source_positions=\[5, 2.5\]'),
+    (dict(step='7'), "step='7'"),
+    (dict(seed=None), 'seed=None'),
+])
+def test_negative_or_malformed_sampler_state_is_refused(change, message):
+    """A state with a negative step or positions was loaded and drew from negative stream
+    positions (issue 21.15)."""
+    sampler = MultiSourceSampler(fake_dataset([10, 10]), 2, seed=0)
+    state = dict(sampler.state_dict(), **change)
+    with pytest.raises(ValueError, match=f'MultiSourceSampler state: {message}.*damaged'):
+        MultiSourceSampler(fake_dataset([10, 10]), 2, seed=0).load_state_dict(state)
+
+
+@pytest.mark.parametrize('blocks', [[[4, 4]], [[[4, 4], [1, 1]]], [[4, -4, 10]], [[]],
+                                    [[4.5, 5.5]]])
+def test_block_sizes_that_do_not_describe_the_source_are_refused(blocks):
+    """Block sizes that do not add up to the source were accepted; the sampler then failed
+    at some batch or drew outside the source (issue 21.15)."""
+    with pytest.raises(ValueError, match='source 0: block sizes .* do not describe its 10 '
+                                         'samples'):
+        MultiSourceSampler(fake_dataset([10], blocks), 2, seed=0)
+    assert MultiSourceSampler(fake_dataset([8], [[4, 4]]), 2, seed=0).source_block_sizes == [
+        [4, 4]]

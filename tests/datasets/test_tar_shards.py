@@ -1,4 +1,5 @@
 import importlib.util
+import io
 import json
 import os
 import os.path as osp
@@ -209,8 +210,8 @@ def test_make_tar_index_tool(shard_dir, tmp_path, capsys):
     tool = load_tool('tools/dataset_converters/make_tar_index.py')
     assert tool.main([pattern, '--out-dir', str(out), '--skip-existing']) == 0
     assert 'indexed 0 shard(s) with 0 samples (4 already indexed)' in capsys.readouterr().out
-    assert tool.main([str(tmp_path / 'no.tar')]) == 1
-    assert 'do not exist' in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match='do not exist'):
+        tool.main([str(tmp_path / 'no.tar')])
 
 
 def load_tool(path: str):
@@ -218,3 +219,160 @@ def load_tool(path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ------------------------------------------------------------------ issue 20: shard lists
+def test_glob_brace_and_list_patterns_expand(shard_dir):
+    names = [f'data-{i:06d}.tar' for i in range(4)]
+    for spec in ('*.tar', 'data-00000[0-3].tar', 'data-{000000..000003}.tar',
+                 'data-000000.tar::data-000001.tar::data-00000{2,3}.tar',
+                 ['*0.tar', 'data-00000[1-3].tar']):
+        ds = ImageTextDataset(data_root=str(shard_dir), shards=spec)
+        assert ds._shard_names == names and len(ds) == 20, spec
+    absolute = ImageTextDataset(shards=str(shard_dir / '*.tar'))
+    assert absolute.shard_set.shards == [str(shard_dir / n) for n in names]
+
+
+def test_a_pattern_that_matches_nothing_is_one_line_naming_it(shard_dir):
+    """A glob or a brace pattern with missing shards gave a bare FileNotFoundError."""
+    with pytest.raises(FileNotFoundError, match=r"no files match the shard pattern 'x-\*\.tar' "
+                                                r'under data_root') as err:
+        ImageTextDataset(data_root=str(shard_dir), shards='x-*.tar')
+    assert '\n' not in str(err.value)
+    with pytest.raises(FileNotFoundError, match=r"2 of the 6 shards of 'data-\{000000\.\.000005\}"
+                                                r"\.tar' .*do not exist, e\.g\. .*data-000004"):
+        ImageTextDataset(data_root=str(shard_dir), shards='data-{000000..000005}.tar')
+
+
+def test_a_directory_where_a_shard_belongs_is_named(shard_dir):
+    with pytest.raises(ValueError, match=r"is a directory, not a file: .*shards='.*\*\.tar'"):
+        ImageTextDataset(shards=str(shard_dir))
+
+
+# ------------------------------------------------------------------ issue 21: damaged shards
+def cut_after_member(shard: str, member: str, extra: int) -> int:
+    """Cut ``shard`` ``extra`` bytes after the end of ``member``'s data; returns the size."""
+    with tarfile.open(shard) as tar:
+        info = tar.getmember(member)
+    size = info.offset_data + info.size + extra
+    with open(shard, 'r+b') as f:
+        f.truncate(size)
+    return size
+
+
+@pytest.mark.parametrize('extra', [0, 1, 100, 'block'])
+def test_shard_cut_in_the_padding_after_a_member_is_logged_and_counted(corpus, tmp_path,
+                                                                      logged, extra):
+    """Cut inside (or right after) the zero padding after a member, a shard lost the rest
+    of its samples with no warning and no count (issue 21.1)."""
+    write_caption_shards(str(tmp_path), corpus.pairs[:10], 1)
+    shard = str(tmp_path / 'data-000000.tar')
+    with tarfile.open(shard) as tar:
+        info = tar.getmember('00005.txt')
+    padding = -info.size % 512
+    size = cut_after_member(shard, '00005.txt', padding if extra == 'block' else
+                            min(extra, padding - 1))
+    ds = ImageTextDataset(shards=[shard])
+    assert any(f'{shard}: the file ends at byte {size} without the two zero blocks' in m and
+               "cut after member '00005.txt'" in m for m in logged), logged
+    assert len(ds) == 7  # samples 0-5, and what was lost as one cut-off sample
+    assert [ds[i]['caption'] for i in range(6)] == [c for _, c in corpus.pairs[:6]]
+    with pytest.raises(BadSampleError, match='cut off by the end of the shard') as err:
+        ds[6]
+    assert err.value.kind == 'cut-off shard member' and '00005.txt' in err.value.path
+
+
+def test_complete_shards_are_not_reported_cut(corpus, tmp_path, logged):
+    write_caption_shards(str(tmp_path), corpus.pairs[:10], 1)
+    shard = str(tmp_path / 'data-000000.tar')
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    end = members[-1].offset_data + members[-1].size + (-members[-1].size % 512)
+    with open(shard, 'r+b') as f:  # keep exactly the two end blocks, no record padding
+        f.truncate(end + 1024)
+    assert len(ImageTextDataset(shards=[shard])) == 10
+    assert not [m for m in logged if 'cut' in m or 'lost' in m], logged
+
+
+def test_cut_pax_header_names_the_lost_member(tmp_path, logged, corpus):
+    """The warning named '././@PaxHeader' instead of the lost sample (issue 20)."""
+    shard = str(tmp_path / 'pax.tar')
+    with tarfile.open(shard, 'w', format=tarfile.PAX_FORMAT) as tar:
+        for i, name in enumerate(['plain', 'caf\u00e9']):  # non-ASCII: a pax header
+            for ext, data in (('jpg', corpus.pairs[i][0]), ('txt', b'a caption')):
+                info = tarfile.TarInfo(f'{name}.{ext}')
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(shard) as tar:
+        pax_header = tar.getmember('caf\u00e9.jpg').offset  # where its pax header starts
+    with open(shard, 'r+b') as f:
+        f.seek(pax_header)
+        assert f.read(512)[156:157] == tarfile.XHDTYPE
+    for cut, named in ((pax_header + 1024 + 100, True), (pax_header + 512 + 5, False)):
+        logged.clear()
+        with open(shard, 'r+b') as f:
+            f.truncate(cut)  # inside the member's own header / inside the pax record
+        ds = ImageTextDataset(shards=[shard])
+        assert not any('PaxHeader' in m for m in logged), logged
+        assert any(f'the tar data stop at byte {pax_header} of {cut}' in m for m in logged)
+        assert any("'caf\u00e9.jpg', named in the cut header, is kept as cut off" in m
+                   for m in logged) == named, logged
+        assert len(ds) == 2  # 'plain', and the lost member as a cut-off sample
+        with pytest.raises(BadSampleError, match='cut off'):
+            ds[1]
+
+
+def test_shard_replaced_while_its_offsets_are_cached_is_read_anew(corpus, tmp_path, logged):
+    """A shard replaced on disk during a run was read at its old offsets: captions came
+    back cut, with no warning (issue 21.3)."""
+    write_caption_shards(str(tmp_path), corpus.pairs[:6], 1)
+    shard = str(tmp_path / 'data-000000.tar')
+    ds = ImageTextDataset(shards=[shard])
+    assert ds[0]['caption'] == corpus.pairs[0][1]  # the offset table is now cached
+    longer = [(data, caption + ' with more words') for data, caption in corpus.pairs[:6]]
+    write_caption_shards(str(tmp_path), longer, 1)
+    os.remove(shard + '.idx')
+    assert [ds[i]['caption'] for i in range(6)] == [c for _, c in longer]
+    assert any('changed on disk' in m for m in logged), logged
+
+
+def test_read_only_index_cache_warns_and_reads_without_an_index(shard_dir, tmp_path, logged,
+                                                              monkeypatch):
+    """A read-only index_cache_dir ended the run with PermissionError (issue 21.11)."""
+    cache = tmp_path / 'cache'
+    cache.mkdir()
+
+    def refuse(path, text):
+        raise PermissionError(13, 'Permission denied', path)
+
+    monkeypatch.setattr(tar_shards, 'atomic_write_text', refuse)
+    ds = ImageTextDataset(data_root=str(shard_dir), shards='data-{000000..000003}.tar',
+                          index_cache_dir=str(cache))
+    assert len(ds) == 20 and ds[7]['sample_key'] == 'data-000001.tar/00007'
+    warnings = [m for m in logged if 'indexes are not written' in m]
+    assert len(warnings) == 1 and 'Permission denied' in warnings[0], logged
+    assert os.listdir(cache) == []
+
+
+def test_read_only_shard_folder_without_index_cache_dir_is_said_once(shard_dir, logged,
+                                                                    monkeypatch):
+    monkeypatch.setattr(os, 'access', lambda path, mode: False)  # as if read-only
+    ds = ImageTextDataset(data_root=str(shard_dir), shards='*.tar')
+    assert len(ds) == 20
+    warnings = [m for m in logged if 'indexes are not written' in m]
+    assert len(warnings) == 1 and 'index_cache_dir' in warnings[0]
+
+
+def test_make_tar_index_on_a_non_tar_file_is_one_error_line(tmp_path):
+    """It ended in a traceback (issue 20)."""
+    bad = tmp_path / 'notes.tar'
+    bad.write_text('these are notes, not a tar file\n' * 40)
+    res = run_tool(['tools/dataset_converters/make_tar_index.py', str(bad)], cwd=str(tmp_path))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(f'error: {bad} is not a readable uncompressed tar file'), \
+        res.stderr
+    assert 'Traceback' not in res.stderr
+    res = run_tool(['tools/dataset_converters/make_tar_index.py', str(tmp_path / 'x-*.tar')],
+                   cwd=str(tmp_path))
+    assert res.returncode == 2 and res.stderr.startswith("error: no files match the shard "
+                                                         "pattern"), res.stderr

@@ -1,4 +1,5 @@
 """m3i_mm.CheckpointHook: a kill at any file operation of a save leaves a resumable run."""
+import errno
 import json
 import os
 import os.path as osp
@@ -122,10 +123,13 @@ def test_a_new_best_checkpoint_replaces_the_old_one_only_once_it_is_written(tmp_
         'best_score_iter_3.pth']
 
 
-def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    """E.g. a full disk: half of the new checkpoint is written, then the write fails."""
+@pytest.mark.parametrize('code', [errno.ENOSPC, errno.EFBIG])
+def test_a_failed_save_keeps_the_previous_checkpoint_and_names_it(tmp_path, monkeypatch, code):
+    """A full disk or a file size limit: half of the new checkpoint is written, then the
+    write fails. (It ended in an OSError traceback that did not say nothing was lost.)"""
     from mmengine.fileio import LocalBackend
 
+    from m3i_mm.engine.hooks.checkpoint_hook import CheckpointSaveError
     from tests.engine.checkpoint_faults import _build_runner
     real_put = LocalBackend.put
 
@@ -133,13 +137,18 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         if '.iter_4.pth.tmp-' in str(path):
             with open(path, 'wb') as f:
                 f.write(data[:len(data) // 2])
-            raise OSError(28, 'No space left on device')
+            raise OSError(code, os.strerror(code))
         return real_put(self, data, path)
 
     monkeypatch.setattr(LocalBackend, 'put', put)
     runner = _build_runner(str(tmp_path), 'm3i_mm.CheckpointHook', resume=False)
-    with pytest.raises(OSError, match='No space left on device'):
+    with pytest.raises(CheckpointSaveError) as raised:
         runner.train()
+    assert str(raised.value) == (
+        f'cannot save the checkpoint {tmp_path}/iter_4.pth: {os.strerror(code)} '
+        f'[{errno.errorcode[code]}]; nothing of it was kept, and nothing else is lost: the '
+        f'last complete checkpoint is {tmp_path}/iter_2.pth, which tools/train.py --resume '
+        'takes. Make room (or raise the limit) and resume')
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith(('iter_', '.iter', 'last'))) \
         == ['iter_2.pth', 'last_checkpoint']
     assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_2.pth')

@@ -306,3 +306,42 @@ def test_official_log_through_the_zoo(epoch_run, server, write_index, zoo_home, 
     assert 'offline mode is on' in capsys.readouterr().err
     with pytest.raises(ZooError, match="'tiny_nolog' .* has no \"Training Log\""):
         tool.resolve_log('m3i://tiny_nolog')
+
+
+def test_a_diverged_run_is_plotted_with_its_nan_losses_marked(epoch_run, tmp_path, capsys,
+                                                              monkeypatch):
+    """A run whose loss turned NaN is what one compares most: it was refused with "its
+    losses: []" when every loss was NaN, and its NaN points were silently dropped."""
+    tool = load_tool()
+    official = official_mmdet2_log(tmp_path / 'off.log.json')
+    records = [json.loads(line) for line in open(epoch_run)]
+    for record in records:
+        if 'loss' in record and record['iter'] >= 50:
+            record['loss'] = math.nan  # mmengine writes it as NaN
+    diverged = tmp_path / 'diverged.json'
+    diverged.write_text(''.join(json.dumps(r) + '\n' for r in records))
+    assert 'NaN' in diverged.read_text()
+    figures = []
+    import matplotlib.pyplot as plt
+    real_close = plt.close
+    monkeypatch.setattr(plt, 'close', lambda fig=None: figures.append(fig) or real_close(fig))
+    assert tool.main([str(diverged), official, '--out', str(tmp_path / 'd.png')]) == 0
+    lines = {line.split(':')[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines['loss not finite in ours'] == (
+        'loss not finite in ours: 71 of 120 logged values are NaN or inf, the first at epoch '
+        '1.25 (marked x in the plot); compared where finite')
+    assert lines['loss'].startswith('loss: agree within 10% from epoch 0.12 to epoch 1.12')
+    loss_axis = figures[0].axes[0]
+    marked = [line for line in loss_axis.lines if line.get_marker() == 'x']
+    assert len(marked) == 1 and marked[0].get_label() == 'ours: loss NaN/inf'
+    np.testing.assert_allclose(marked[0].get_xdata(), np.arange(50, 121) / ITERS_PER_EPOCH)
+    # every loss NaN: still plotted and summarised, not refused
+    for record in records:
+        if 'loss' in record:
+            record['loss'] = math.nan
+    diverged.write_text(''.join(json.dumps(r) + '\n' for r in records))
+    assert tool.main([str(diverged), official, '--out', str(tmp_path / 'e.png')]) == 0
+    out = capsys.readouterr().out
+    assert 'loss not finite in ours: 120 of 120 logged values are NaN or inf, the first at ' \
+           'epoch 0.03 (marked x in the plot)\n' in out
+    assert 'loss: no finite value in ours; nothing to compare' in out

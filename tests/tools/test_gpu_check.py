@@ -130,3 +130,14 @@ def test_refuses_to_run_for_real_without_a_gpu(tmp_path):
     done = subprocess.run([sys.executable, SCRIPT, '--out', str(tmp_path)], env=_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and '--dry-run' in done.stderr
+
+
+def test_default_output_goes_under_work_dirs(tmp_path):
+    """Without --out the results go to work_dirs/ of the current directory (as
+    tools/train.py's), not into the directory itself."""
+    done = subprocess.run([sys.executable, SCRIPT, '--dry-run', '--parts', 'env'], env=_env(),
+                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = tmp_path / 'work_dirs' / 'gpu_check_dry_run'
+    assert json.loads((out / 'gpu_check.json').read_text())['parts']['env']['status'] == 'ok'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['work_dirs']

@@ -1,5 +1,7 @@
 """Downloads against a loopback HTTP server serving real checkpoint files."""
+import errno
 import hashlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -12,6 +14,7 @@ import pytest
 
 from m3i_mm.zoo import (ChecksumMismatchError, DownloadError, OfflineError, ZooEntry,
                         apply_mirror, cache_path, download_checkpoint, get_entry)
+from tests.conftest import REPO
 from tests.zoo import _workers
 from tests.zoo.conftest import (checkpoint_bytes, model_entry, sha256_hex, tiny_state_dict)
 
@@ -476,3 +479,83 @@ def test_hub_entries_with_an_explicit_mirror_keep_the_plain_download(server, wri
     write_index([model_entry('hub_mirrored', hub_url('OpenGVLab/X', 'm.pth'), sha)])
     path = download_checkpoint('hub_mirrored', mirror=server.base, **FAST)
     assert path == str(zoo_home / 'checkpoints' / 'hub_mirrored.pth')
+
+
+ERROR_PAGE = b'<!DOCTYPE html><html><body>Rate limit exceeded, try again later.</body></html>'
+
+
+def test_an_error_page_is_refused_before_it_is_cached(server, write_index, payload):
+    """An HTML page served with status 200 for an unpinned entry was cached, its hash
+    recorded, and `zoo.py verify` said OK."""
+    url = server.serve('/ckpt/page.pth', ERROR_PAGE)
+    write_index([model_entry('page', url)])
+    with pytest.raises(DownloadError, match=r"download of zoo entry 'page' from .*/ckpt/page.pth "
+                                            r"is not a PyTorch checkpoint \(78 bytes starting "
+                                            r"with b'<!DO'\).*refusing it. Nothing was saved"):
+        download_checkpoint('page', **FAST)
+    path = cache_path(get_entry('page'))
+    assert cache_files(osp.dirname(path)) == ['page.pth.lock']  # no file, record or part
+    server.serve('/ckpt/page.pth', payload[0])  # the real file later: fine
+    assert download_checkpoint('page', **FAST) == path
+
+
+def test_a_cached_file_that_is_not_a_checkpoint_fails_verification(server, write_index,
+                                                                   payload):
+    """Such a file cached before downloads were checked, with its hash recorded."""
+    from m3i_mm.zoo import CheckpointReadError
+    from m3i_mm.zoo.download import _record_sha256
+    url = server.serve('/ckpt/old_page.pth', payload[0])
+    write_index([model_entry('old_page', url)])
+    path = cache_path(get_entry('old_page'))
+    os.makedirs(osp.dirname(path))
+    with open(path, 'wb') as f:
+        f.write(ERROR_PAGE)
+    _record_sha256(path + '.sha256', sha256_hex(ERROR_PAGE), 'old_page.pth')
+    with pytest.raises(CheckpointReadError, match=r'old_page.pth of zoo entry .* is not a '
+                                                  r'PyTorch checkpoint .*--force'):
+        download_checkpoint('old_page', **FAST)
+    tool = importlib.util.spec_from_file_location('zoo_tool', osp.join(REPO, 'tools', 'zoo.py'))
+    zoo_tool = importlib.util.module_from_spec(tool)
+    tool.loader.exec_module(zoo_tool)
+    assert zoo_tool.main(['verify', 'old_page']) == 1
+
+
+def test_training_logs_are_not_checked_as_checkpoints(server, write_index, zoo_home):
+    entry = ZooEntry(name='run.log', url=server.serve('/logs/run.log.json', b'{"a": 1}\n'),
+                     is_checkpoint=False)
+    path = download_checkpoint(entry, cache_dir=str(zoo_home / 'logs'), **FAST)
+    with open(path, 'rb') as f:
+        assert f.read() == b'{"a": 1}\n'
+
+
+def test_an_error_page_from_the_hub_is_refused(hub, write_index):
+    hub.files[('open/m3i', 'page.pth')] = ERROR_PAGE
+    write_index([model_entry('hub_page', hub_url('open/m3i', 'page.pth'))])
+    with pytest.raises(DownloadError, match=r'page.pth from the Hugging Face Hub is not a '
+                                            r'PyTorch checkpoint'):
+        download_checkpoint('hub_page', **FAST)
+    from huggingface_hub import try_to_load_from_cache
+    assert try_to_load_from_cache('open/m3i', 'page.pth') is None
+    assert not osp.exists(cache_path(get_entry('hub_page')) + '.sha256')
+
+
+@pytest.mark.parametrize('code', [errno.EACCES, errno.EROFS, errno.ENOSPC])
+def test_an_unwritable_cache_is_one_clear_error(server, write_index, payload, zoo_home,
+                                                monkeypatch, code):
+    """It ended in a PermissionError traceback. (Simulated: the tests run as root, which
+    may write anywhere; tests/tools/test_train_test_tools.py mounts a real read-only one.)"""
+    from m3i_mm.zoo import CacheWriteError
+    url = server.serve('/ckpt/nowhere.pth', payload[0])
+    write_index([model_entry('nowhere', url)])
+    real_makedirs = os.makedirs
+
+    def makedirs(path, *args, **kwargs):
+        if str(path).startswith(str(zoo_home)):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'makedirs', makedirs)
+    with pytest.raises(CacheWriteError, match=rf"zoo entry 'nowhere': cannot write to the zoo "
+                                              rf"cache {zoo_home}/checkpoints \(.*\): "
+                                              rf"{os.strerror(code)}. Set M3I_MM_HOME"):
+        download_checkpoint('nowhere', **FAST)

@@ -220,3 +220,15 @@ def test_unknown_name_suggests_close_matches(zoo_home):
     with pytest.raises(UnknownEntryError, match="'internimage_t_1k' .*Did you mean: "
                                                 'internimage_t_1k_224'):
         get_entry('internimage_t_1k')
+
+
+def test_a_missing_package_index_is_named_in_the_unknown_entry_error(tmp_path, monkeypatch):
+    """What `pip install .` gave before the index shipped inside the package: an empty zoo
+    and "0 entries in ;" - now the error says which file is missing and what to do."""
+    missing = str(tmp_path / 'm3i_mm' / '.mim' / 'model-index.yml')
+    monkeypatch.setattr('m3i_mm.zoo.index.DEFAULT_INDEX', missing)
+    monkeypatch.delenv('M3I_MM_MODEL_INDEX', raising=False)
+    with pytest.raises(UnknownEntryError, match=(
+            r"no model-zoo entry named 'internimage_t_1k_224' \(0 entries in ; .*m3i_mm's own "
+            rf'model index is missing \(expected at {re.escape(missing)}\): reinstall m3i_mm')):
+        get_entry('internimage_t_1k_224')

@@ -16,6 +16,8 @@ Example::
 
     python tools/analysis/benchmark_data.py --workers 0 1 2
     python tools/analysis/benchmark_data.py --pipelines m3i --workers 0 2 --skip-memory
+    python tools/analysis/benchmark_data.py --decode-backends pillow cv2 --workers 0 \
+        --skip-memory
 """
 import argparse
 import gc
@@ -35,7 +37,8 @@ from mmengine.dataset import default_collate  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from m3i_mm.datasets import MultiSourceDataset, MultiSourceSampler  # noqa: E402
+from m3i_mm.datasets import (DECODE_BACKENDS, MultiSourceDataset,  # noqa: E402
+                             MultiSourceSampler)
 from m3i_mm.demo.photo_datasets import (photo_caption_pairs,  # noqa: E402
                                          write_caption_manifest, write_caption_shards)
 
@@ -63,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--pipelines', nargs='+', choices=sorted(PIPELINES), default=['crop'],
                         help='augmentation pipelines to time (crop: one mmpretrain view; '
                         'm3i: the two M3I views)')
+    parser.add_argument('--decode-backends', nargs='+', choices=DECODE_BACKENDS,
+                        default=[DECODE_BACKENDS[0]],
+                        help="image decoders to time (the sources' decode_backend)")
     parser.add_argument('--num-samples', type=int, default=1024,
                         help='photo crops generated for the throughput test')
     parser.add_argument('--image-size', type=int, default=256, help='side of the crops')
@@ -172,12 +178,14 @@ def main(argv=None) -> int:
             for pipeline in args.pipelines:
                 rows = []
                 for name, source in sources.items():
-                    for workers in args.workers:
-                        rate = time_loader(source, pipeline, workers, args)
-                        rows.append((name, workers, f'{rate:.0f}'))
+                    for decoder in args.decode_backends:
+                        for workers in args.workers:
+                            rate = time_loader(dict(source, decode_backend=decoder), pipeline,
+                                               workers, args)
+                            rows.append((name, decoder, workers, f'{rate:.0f}'))
                 print_table(f'Loader throughput, pipeline {pipeline!r} (batch '
                             f'{args.batch_size}, {PIPELINES[pipeline][0]})',
-                            ('storage', 'workers', 'samples/s'), rows)
+                            ('storage', 'decoder', 'workers', 'samples/s'), rows)
     if not args.skip_memory:
         rows = []
         for name, (sizes, per_shard) in SIMULATED.items():

@@ -20,6 +20,7 @@ of the measured iterations.
 """
 import argparse
 import json
+import logging
 import os.path as osp
 import statistics
 import sys
@@ -60,9 +61,9 @@ def build_ours(arch: str, backend: str, with_cp: bool = False) -> nn.Module:
     from mmpretrain.registry import MODELS
 
     import m3i_mm  # noqa: F401
+    from m3i_mm.utils.package_data import data_path
     init_default_scope('mmpretrain')
-    cfg = Config.fromfile(osp.join(osp.dirname(osp.dirname(osp.dirname(
-        osp.abspath(__file__)))), 'configs', '_base_', 'models', 'internimage_cls.py'))
+    cfg = Config.fromfile(data_path('configs', '_base_', 'models', 'internimage_cls.py'))
     model_cfg = cfg.model
     from m3i_mm.models.backbones.intern_image import InternImage
     settings = TINY if arch == 'tiny' else InternImage.arch_settings[arch]
@@ -71,7 +72,16 @@ def build_ours(arch: str, backend: str, with_cp: bool = False) -> nn.Module:
     model_cfg.neck.in_channels = settings['channels'] * 8
     model_cfg.head.in_channels = int(settings['channels'] * 8 * 1.5)
     model = MODELS.build(model_cfg)
-    model.init_weights()
+    # Without a log file, mmengine logs every parameter's initialisation at INFO (thousands
+    # of lines before the result): keep only warnings while initialising.
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
 
     class Logits(nn.Module):
         def __init__(self, classifier):

@@ -35,7 +35,6 @@ parameter group's.
 import argparse
 import glob
 import json
-import math
 import os
 import os.path as osp
 import re
@@ -89,14 +88,28 @@ class TrainingLog:
 
     def curve(self, name: str, axis: str, kind: str = 'train'
               ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-        """``(x, y)`` of a training scalar or (``kind='val'``) a metric against ``'iter'`` or
-        ``'epoch'``; ``(None, None)`` if the log lacks it or has no epoch positions."""
+        """``(x, y)`` of the finite values of a training scalar or (``kind='val'``) a metric
+        against ``'iter'`` or ``'epoch'`` (empty arrays if none is finite); ``(None, None)``
+        if the log lacks it or has no epoch positions."""
         series = self.train if kind == 'train' else self.val
         if name not in series:
             return None, None
         iters, epochs, values = series[name]
         x = epochs if axis == 'epoch' else iters
-        return (None, None) if x is None else (x, values)
+        if x is None:
+            return None, None
+        finite = np.isfinite(values)
+        return x[finite], values[finite]
+
+    def non_finite(self, name: str, axis: str, kind: str = 'train') -> np.ndarray:
+        """Positions (against ``axis``) where the scalar was logged as NaN or +-inf (a
+        diverged run logs its loss as NaN); empty if none or if the log lacks it."""
+        series = self.train if kind == 'train' else self.val
+        if name not in series:
+            return np.zeros(0)
+        iters, epochs, values = series[name]
+        x = epochs if axis == 'epoch' else iters
+        return np.zeros(0) if x is None else x[~np.isfinite(values)]
 
 
 def read_json_lines(path: str) -> List[dict]:
@@ -123,9 +136,10 @@ def read_json_lines(path: str) -> List[dict]:
 
 
 def _numbers(record: dict) -> Dict[str, float]:
+    """The scalars of a log line, NaN and inf included (JSON ``NaN``/``Infinity``, as
+    mmengine and mmcv write a diverged loss): plots and summaries show where they are."""
     return {k: float(v) for k, v in record.items()
-            if k not in _BOOKKEEPING and isinstance(v, (int, float)) and not isinstance(v, bool)
-            and math.isfinite(v)}
+            if k not in _BOOKKEEPING and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _canonical_metric(name: str) -> str:
@@ -267,7 +281,8 @@ def resolve_log(spec: str, cache_dir: Optional[str] = None) -> str:
         else:
             stem = re.sub(r'[^A-Za-z0-9._-]', '_', osp.basename(spec.split('?')[0]))
             stem = re.sub(r'\.json$', '', stem) or 'log'
-            entry = ZooEntry(name=f'url_{stem}', url=spec, source='command line')
+            entry = ZooEntry(name=f'url_{stem}', url=spec, source='command line',
+                             is_checkpoint=False)
         return download_checkpoint(entry, cache_dir=cache_dir or osp.join(zoo_home(), 'logs'))
     if osp.isdir(spec):
         candidates = glob.glob(osp.join(spec, '**', 'vis_data', 'scalars.json'), recursive=True)
@@ -384,6 +399,17 @@ def summarize(ours: TrainingLog, official: TrainingLog, axis: str, loss: str,
         if x_o is None or x_r is None:
             lines.append(f'{name}: not in both logs')
             continue
+        for log, x in ((ours, x_o), (official, x_r)):
+            bad = log.non_finite(name, axis)
+            if len(bad):
+                lines.append(f'{name} not finite in {log.label}: {len(bad)} of '
+                             f'{len(bad) + len(x)} logged values are NaN or inf, the first at '
+                             f'{_fmt_x(bad.min(), axis)} (marked x in the plot)'
+                             + ('; compared where finite' if len(x) else ''))
+        empty = [log.label for log, x in ((ours, x_o), (official, x_r)) if not len(x)]
+        if empty:
+            lines.append(f'{name}: no finite value in {", ".join(empty)}; nothing to compare')
+            continue
         width = smoothing_width([(x_o, y_o), (x_r, y_r)], points)
         parting = part_point(name, x_o, smooth(x_o, y_o, width), x_r, smooth(x_r, y_r, width),
                              tol, patience if name != 'lr' else 1)
@@ -457,6 +483,11 @@ def plot(ours: TrainingLog, official: TrainingLog, axis: str, loss: str,
         for (log, x, y), (_, style) in zip(curves, styles):
             if x is not None:
                 ax.plot(x, smooth(x, y, width), label=log.label, linewidth=1.2, **style)
+            bad = log.non_finite(name, axis)
+            if len(bad):  # a diverged run: where its values were NaN/inf, at the top
+                ax.plot(bad, np.full(len(bad), 0.97), linestyle='none', marker='x',
+                        markersize=5, transform=ax.get_xaxis_transform(),
+                        label=f'{log.label}: {name} NaN/inf', **style)
         ax.set_title(title)
     axes[1].set_yscale('log')
     ax = axes[2]

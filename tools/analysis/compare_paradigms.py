@@ -63,10 +63,10 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from m3i_mm.utils.io import atomic_write_text  # noqa: E402
+from m3i_mm.utils.package_data import find_config  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/m3i/m3i_internimage-tiny_1xb8-300it_photos.py'
 M3I_CONFIG = 'configs/m3i/m3i_internimage-t_16xb128-100k_in1k-cc12m.py'
@@ -211,17 +211,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                      '--captions or --unlabelled with them')
     for name in ('labelled', 'captions', 'unlabelled', 'eval_train', 'eval_test', 'config'):
         path = getattr(args, name)
-        if path and not osp.exists(path) and not osp.exists(osp.join(REPO, path)):
+        if path and not osp.exists(find_config(path)):
             parser.error(f'--{name.replace("_", "-")} {path!r} does not exist')
     if args.image_size is not None and args.image_size % 32:
         parser.error(f'--image-size must be a multiple of 32, got {args.image_size}')
     if args.jobs is None:
         args.jobs = 1 if args.device != 'cpu' else max(1, min(2, os.cpu_count() or 1))
     return args
-
-
-def _resolve(path: str) -> str:
-    return path if osp.exists(path) else osp.join(REPO, path)
 
 
 # ----------------------------------------------------------------------------- data
@@ -287,7 +283,7 @@ def caption_table(args, manifest: str, out_dir: str) -> Optional[str]:
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
     from m3i_mm.datasets.image_text import read_manifest
-    cfg = Config.fromfile(_resolve(args.config)).to_dict()['model'].get('text_encoder')
+    cfg = Config.fromfile(find_config(args.config)).to_dict()['model'].get('text_encoder')
     if cfg is None or not cfg.get('frozen') or cfg.get('out_channels') is not None:
         return None
     cfg = dict(cfg, model_name_or_path=text_encoder_path(args), local_files_only=True)
@@ -418,8 +414,8 @@ def recipe_of(cfg) -> dict:
 def row_recipe(args, row: Row) -> dict:
     """The settings a row trains with (recorded in results.json)."""
     from mmengine.config import Config
-    own = recipe_of(Config.fromfile(_resolve(PARADIGMS[row.paradigm][0])))
-    m3i = recipe_of(Config.fromfile(_resolve(M3I_CONFIG)))
+    own = recipe_of(Config.fromfile(find_config(PARADIGMS[row.paradigm][0])))
+    m3i = recipe_of(Config.fromfile(find_config(M3I_CONFIG)))
     batch = max(1, round(args.batch_size * row.batch_factor))
     lr = args.lr * own['lr_per_256'] / m3i['lr_per_256'] * batch / args.batch_size
     return dict(own, batch_size=batch, lr=lr,
@@ -466,11 +462,11 @@ def run_config(args, row_key: str, seed: int, sources: dict, work_dir: str):
     row's algorithm, recipe and sources, and the comparison's schedule."""
     from mmengine.config import Config
     row = ROWS[row_key]
-    cfg = Config.fromfile(_resolve(args.config))
+    cfg = Config.fromfile(find_config(args.config))
     # The runner logs and dumps the config 4 times; yapf formatting takes ~10 s a run on a
     # CPU. (mmengine 0.10.7's Config.fromfile ignores its format_python_code argument.)
     object.__setattr__(cfg, '_format_python_code', False)
-    paradigm_cfg = Config.fromfile(_resolve(PARADIGMS[row.paradigm][0])).to_dict()['model']
+    paradigm_cfg = Config.fromfile(find_config(PARADIGMS[row.paradigm][0])).to_dict()['model']
     model = paradigm_model(cfg.to_dict()['model'], paradigm_cfg)
     model.update(copy.deepcopy(row.model))
     model['mask_cfg'] = scaled_mask_cfg(model, (args.image_size // 16)**2)
@@ -685,7 +681,7 @@ def run_one(args_dict: dict, row_key: str, seed: int, sources: dict, data_info: 
     if row_key == RANDOM_INIT:
         from mmengine.config import Config
         init_default_scope('mmpretrain')
-        cfg = Config.fromfile(_resolve(args.config))
+        cfg = Config.fromfile(find_config(args.config))
         backbone_cfg = cfg.to_dict()['model']['backbone']
         start = initial_backbone_state(backbone_cfg, seed)
         snapshots[0] = {k: v for k, v in start.items() if k != 'mask_token'}
@@ -942,10 +938,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.image_size is None:
         from mmengine.config import Config
-        args.image_size = int(views_of(Config.fromfile(_resolve(args.config)))['size'])
+        args.image_size = int(views_of(Config.fromfile(find_config(args.config)))['size'])
     if args.batch_size is None:
         from mmengine.config import Config
-        args.batch_size = int(Config.fromfile(_resolve(args.config)).train_dataloader.batch_size)
+        args.batch_size = int(Config.fromfile(find_config(args.config)).train_dataloader.batch_size)
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
     data = prepare_data(args)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Everything a GPU must tell us about m3i_mm, in one command that fits a short GPU lease.
 
-    python tools/analysis/gpu_check.py --out gpu_check_out             # on the GPU machine
+    python tools/analysis/gpu_check.py                 # on the GPU machine: work_dirs/gpu_check
     python tools/analysis/gpu_check.py --budget 300 --out DIR          # fewer parts
     python tools/analysis/gpu_check.py --official ~/InternImage        # + the official op
     python tools/analysis/gpu_check.py --dry-run --out DIR             # on CPU: tiny sizes
@@ -621,7 +621,8 @@ def markdown(state: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--out', default='gpu_check_out', help='results folder')
+    parser.add_argument('--out', help='results folder (default: work_dirs/gpu_check, or '
+                        'work_dirs/gpu_check_dry_run with --dry-run, in the current directory)')
     parser.add_argument('--budget', type=float, default=470,
                         help='seconds for the whole run (default 470: inside 8 minutes)')
     parser.add_argument('--parts', nargs='+', choices=list(PART_BY_NAME),
@@ -637,6 +638,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         'part (one file to carry off a machine that is about to go away)')
     parser.add_argument('--run-part', choices=list(PART_BY_NAME), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = osp.join('work_dirs', 'gpu_check_dry_run' if args.dry_run else 'gpu_check')
     if args.prepare_wheels:
         prepare_wheels(args.prepare_wheels)
         return 0

@@ -23,3 +23,13 @@ def median_ms(step: Callable[[], object], device: str, warmup: int, iters: int) 
             torch.cuda.synchronize()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+if __name__ == '__main__':  # a helper module: say what it is instead of printing nothing
+    import argparse
+    argparse.ArgumentParser(
+        prog='timing.py', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='A helper module of benchmark_dcnv3.py, benchmark_model.py, '
+        'benchmark_m3i.py and gpu_check.py:'
+        ' they import it; it has no command of its own.').print_help()

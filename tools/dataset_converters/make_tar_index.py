@@ -6,7 +6,12 @@ start-up, and a shard's member offsets when the shard is first read; without the
 scans the tar headers itself (once, caching the result). Index big corpora ahead of time:
 
     python tools/dataset_converters/make_tar_index.py 'data/laion/{000000..041407}.tar'
-    python tools/dataset_converters/make_tar_index.py a.tar b.tar --out-dir cache/idx
+    python tools/dataset_converters/make_tar_index.py 'data/cc12m/*.tar' --out-dir cache/idx
+
+Each index is ``<shard>.idx`` next to its shard, or, with ``--out-dir`` (for read-only shard
+folders; the dataset's ``index_cache_dir``), ``<hash of the shard path>-<shard name>.idx``
+there. A file that is not an uncompressed tar, or a shard that does not exist, is one
+``error:`` line (exit status 2).
 """
 import argparse
 import os.path as osp
@@ -17,14 +22,17 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from tqdm import tqdm  # noqa: E402
 
-from m3i_mm.datasets.tar_shards import (expand_shards, shard_index_path,  # noqa: E402
+from m3i_mm.cli.launch import run_cli  # noqa: E402
+from m3i_mm.datasets.tar_shards import (resolve_shards, shard_index_path,  # noqa: E402
                                         stale_index_reason, write_shard_index)
+from m3i_mm.utils.errors import UsageError  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Index WebDataset-style tar shards.')
     parser.add_argument('shards', nargs='+',
-                        help="shard paths or brace patterns ('data-{000000..000099}.tar')")
+                        help="shard paths, brace patterns ('data-{000000..000099}.tar') or "
+                        "quoted glob patterns ('shards/*.tar')")
     parser.add_argument('--out-dir', default=None,
                         help='write indexes here (the dataset\'s index_cache_dir) instead of '
                              'next to the shards')
@@ -37,11 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    shards = expand_shards(args.shards)
-    missing = [s for s in shards if not osp.isfile(s)]
-    if missing:
-        print(f'error: {len(missing)} shard(s) do not exist, e.g. {missing[0]}', file=sys.stderr)
-        return 1
+    try:
+        _, shards = resolve_shards(args.shards)
+    except ValueError as err:  # a directory given as a shard, a bad pattern
+        raise UsageError(str(err)) from None
     todo = [(s, shard_index_path(s, args.out_dir)) for s in shards]
     if args.skip_existing:
         reasons = [(s, idx, stale_index_reason(s, idx)) for s, idx in todo]
@@ -51,12 +58,16 @@ def main(argv=None) -> int:
                   f'e.g. {stale[0][0]}: {stale[0][1]}')
         todo = [(s, idx) for s, idx, reason in reasons if reason is not None]
     with ThreadPoolExecutor(max(1, args.threads)) as pool:
-        counts = list(tqdm(pool.map(lambda job: write_shard_index(*job), todo),
-                           total=len(todo), desc='indexing shards', unit='shard'))
+        try:
+            counts = list(tqdm(pool.map(lambda job: write_shard_index(*job), todo),
+                               total=len(todo), desc='indexing shards', unit='shard',
+                               disable=len(todo) < 2))
+        except ValueError as err:  # not a (readable, uncompressed) tar file
+            raise UsageError(str(err)) from None
     print(f'indexed {len(todo)} shard(s) with {sum(counts)} samples '
           f'({len(shards) - len(todo)} already indexed)')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_cli(main)

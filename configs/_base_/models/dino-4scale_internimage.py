@@ -55,3 +55,8 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
     dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[11], gamma=0.1),
 ]
+# The official checkpoint retention (dino_4scale_internimage_{t,l}_1x_coco_*.py), as in
+# ../default_runtime_det.py (mmdet's DINO config brings mmdet's runtime, so it is set here):
+# a checkpoint after every epoch, the newest 3 kept, the best box mAP kept apart.
+default_hooks = dict(
+    checkpoint=dict(interval=1, max_keep_ckpts=3, save_best='auto', rule='greater'))

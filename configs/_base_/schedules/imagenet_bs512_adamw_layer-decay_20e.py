@@ -3,7 +3,13 @@
 # biases and 1-D parameters), layer-wise lr decay 0.9 with the official classification
 # numbering, DCNv3 offset and centre-feature-scale projections at 0.1x lr (DCN_LR_MUL; not the
 # mask projection), 2 linear warm-up epochs from 0, cosine to 0 over 20 epochs, gradient
-# clipping at 5, EMA 0.9999.
+# clipping at 5, EMA 0.9999 of weights and BatchNorm statistics.
+# The lr follows timm's CosineLRScheduler as the official lr_scheduler.py builds it: the
+# cosine runs from step 0 over all 20 epochs and the warm-up replaces it for the first 2. Here
+# both schedulers start at step 0 and multiply: after the warm-up the lr equals timm's (to
+# 1e-13: with MIN_LR 0 the product is exact); during it, it is the warm-up ramp times the
+# cosine (at most 2.4 % lower), and the ramp starts at 1e-3 x lr, not 0 (mmengine's LinearLR
+# needs a start factor > 0) (tests/configs/test_timm_fidelity.py).
 # Mixed precision (fp16 autocast, dynamic loss scale) as the official default: main.py's
 # --amp-opt-level defaults to O1 and overrides the YAML's AMP_OPT_LEVEL: O0. AmpOptimWrapper
 # needs a GPU; for fp32 (or a CPU) use --cfg-options optim_wrapper.type=OptimWrapper.
@@ -17,11 +23,14 @@ optim_wrapper = dict(
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=2,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=2, end=20,
+    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=0, end=20,
          convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=20, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=512)
-custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]
+# timm's ModelEma (the official EMA) averages every entry of the state dict, BatchNorm
+# running statistics included: update_buffers=True.
+custom_hooks = [dict(type='EMAHook', momentum=1e-4, update_buffers=True,
+                     priority='ABOVE_NORMAL')]

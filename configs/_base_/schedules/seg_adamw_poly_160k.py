@@ -17,3 +17,10 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0, end=160000),
 ]
+# The official checkpoint retention of the segmenters (segmentation/configs/ade20k/
+# upernet_internimage_*_160k_ade20k.py: `checkpoint_config = dict(by_epoch=False,
+# interval=1000, max_keep_ckpts=1)`, `evaluation = dict(interval=16000, metric='mIoU',
+# save_best='mIoU')`): a checkpoint every 1000 iterations, only the newest kept, evaluation
+# every 16000 iterations (mmseg's schedule_160k), the best mIoU kept apart.
+default_hooks = dict(
+    checkpoint=dict(by_epoch=False, interval=1000, max_keep_ckpts=1, save_best='mIoU'))

@@ -6,10 +6,11 @@
 # masking of 75% of the patches, blr 1.5e-4 per 256 images (the M3I base's), AdamW betas
 # (0.9, 0.95), weight decay 0.05, warm-up 40 of 800 epochs, cosine to 0, no grad clipping,
 # no drop path; views: random resized crop (0.2-1) and flip only.
-# Remaining deviations (architecture): InternImage instead of ViT, so the encoder sees mask
-# tokens where MAE's ViT drops the masked patches (masked pixels are blanked at the input
-# and the stem, so none reaches a visible token); M3I's decoder (README "Paradigm
-# comparison").
+# [A] remaining deviations (architecture): InternImage instead of ViT, so the encoder sees
+#     a learnable mask token where MAE's ViT drops the masked patches (masked pixels are
+#     blanked at the input and the stem, so none reaches a visible token); no UniGrad term;
+#     M3I's decoder as the T config (../m3i_internimage-t_16xb128-100k_in1k-cc12m.py),
+#     whose header lists the assumptions (README "Paradigm comparison").
 _base_ = '../m3i_internimage-t_16xb128-100k_in1k-cc12m.py'
 
 total_iters = 100000

@@ -6,10 +6,12 @@
 # 6.25e-5 per 256 images, grad clip 1.0, warm-up 40 of 1600 epochs, cosine to 0; views
 # (crop scale 0.08-1, jitter, blur, solarize), AdamW betas / weight decay, EMA momentum
 # 0.995 -> 1 (cosine) and the block-wise mask come from the M3I base, which follows it.
-# Remaining deviations (architecture): InternImage instead of ViT, so the encoder sees mask
-# tokens where SiameseIM's ViT drops the masked patches (masked pixels are blanked at the
-# input and the stem, so none reaches a visible token); M3I's decoder and no momentum
-# projector (README "Paradigm comparison").
+# [A] remaining deviations (architecture): InternImage instead of ViT, so the encoder sees
+#     a learnable mask token where SiameseIM's ViT drops the masked patches (masked pixels
+#     are blanked at the input and the stem, so none reaches a visible token); M3I's
+#     decoder, UniGrad 0.02 and no momentum projector, as the T config
+#     (../m3i_internimage-t_16xb128-100k_in1k-cc12m.py), whose header lists the assumptions
+#     (README "Paradigm comparison").
 _base_ = '../m3i_internimage-t_16xb128-100k_in1k-cc12m.py'
 
 total_iters = 100000

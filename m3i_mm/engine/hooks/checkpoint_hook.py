@@ -1,9 +1,11 @@
 """mmengine's ``CheckpointHook`` with checkpoints that a crash at any moment cannot lose."""
 import contextlib
+import errno
+import inspect
 import os
 import os.path as osp
 import shutil
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.fileio import LocalBackend
@@ -11,14 +13,30 @@ from mmengine.hooks import CheckpointHook as MMEngineCheckpointHook
 from mmengine.logging import print_log
 
 from m3i_mm.registry import HOOKS
+from m3i_mm.utils.errors import UsageError
+from m3i_mm.utils.suggest import did_you_mean
 from m3i_mm.utils.io import (atomic_write_text, commit_path, remove_stale_temporaries,
                              temporary_path)
 
-__all__ = ['CheckpointHook']
+__all__ = ['CheckpointHook', 'CheckpointSaveError']
 
 #: Message-hub key of the checkpoints a save replaced but had not deleted yet.
 PENDING_REMOVALS = 'm3i_mm_pending_checkpoint_removals'
 LAST_CHECKPOINT_FILE = 'last_checkpoint'
+#: Write failures that are the storage's, not the program's: full disk or quota, file size
+#: limit, read-only file system, no permission.
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
+                   errno.EPERM)
+
+
+#: What this hook passes to ``runner.save_checkpoint`` itself (not from its ``**kwargs``).
+_PASSED_TO_SAVE = {'self', 'out_dir', 'filename', 'file_client_args', 'save_optimizer',
+                   'save_param_scheduler', 'meta', 'by_epoch', 'backend_args'}
+
+
+class CheckpointSaveError(UsageError):
+    """A checkpoint could not be written (full disk, file size limit, read-only storage);
+    the message names the last complete checkpoint, which the failed save left intact."""
 
 
 class _DeferredRemovals:
@@ -63,6 +81,25 @@ class CheckpointHook(MMEngineCheckpointHook):
     on remote storage backends (``out_dir='s3://...'``) keep steps 2 and 3 but are written
     in place, as those backends have no rename.
     """
+
+    def before_run(self, runner) -> None:
+        """Refuse misspelled arguments at the start (mmengine passes unknown ones on to
+        ``runner.save_checkpoint``, which fails only at the first save)."""
+        super().before_run(runner)
+        if not self.args:
+            return
+        save = inspect.signature(type(runner).save_checkpoint).parameters
+        if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in save.values()):
+            return  # a runner that takes anything
+        accepted = set(save) - _PASSED_TO_SAVE
+        unknown = sorted(set(self.args) - accepted)
+        if unknown:
+            known = set(inspect.signature(MMEngineCheckpointHook.__init__).parameters)
+            known = sorted((known | accepted) - {'self', 'kwargs'})
+            raise UsageError(
+                f'{type(self).__name__} (default_hooks.checkpoint) got unknown arguments '
+                f'{unknown}, which would fail at the first save; its arguments are '
+                f'{", ".join(known)}.' + did_you_mean(unknown[0], known))
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
@@ -111,6 +148,33 @@ class CheckpointHook(MMEngineCheckpointHook):
                 shutil.rmtree(tmp[0]) if osp.isdir(tmp[0]) else os.remove(tmp[0])
             raise
 
+    def _last_complete(self, runner) -> Optional[str]:
+        """The checkpoint ``last_checkpoint`` names, if it is there."""
+        try:
+            with open(osp.join(runner.work_dir, LAST_CHECKPOINT_FILE), encoding='utf-8') as f:
+                path = f.read().strip()
+        except OSError:
+            return None
+        return path if path and osp.exists(path) else None
+
+    @contextlib.contextmanager
+    def _storage_errors(self, runner, what: str) -> Iterator[None]:
+        """Turn a storage failure while saving ``what`` into one clear error naming the
+        last complete checkpoint."""
+        try:
+            yield
+        except OSError as e:
+            if e.errno not in _STORAGE_ERRNOS:
+                raise
+            last = self._last_complete(runner)
+            kept = (f'the last complete checkpoint is {last}, which tools/train.py --resume '
+                    'takes' if last else 'no checkpoint of this run was complete yet')
+            raise CheckpointSaveError(
+                f'cannot save {what}: {os.strerror(e.errno)} '
+                f'[{errno.errorcode.get(e.errno, e.errno)}]; nothing of it was kept, and '
+                f'nothing else is lost: {kept}. Make room (or raise the limit) and resume') \
+                from e
+
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         replaced: List[str] = []
         if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and
@@ -124,17 +188,29 @@ class CheckpointHook(MMEngineCheckpointHook):
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         runner.message_hub.update_info(PENDING_REMOVALS, replaced)
-        self._write(runner, filename, save_optimizer=self.save_optimizer,
-                    save_param_scheduler=self.save_param_scheduler, meta=meta,
-                    by_epoch=self.by_epoch, **self.args)
+        with self._storage_errors(runner, f'the checkpoint {self.last_ckpt}'):
+            self._write(runner, filename, save_optimizer=self.save_optimizer,
+                        save_param_scheduler=self.save_param_scheduler, meta=meta,
+                        by_epoch=self.by_epoch, **self.args)
         if not is_main_process():
             return
-        atomic_write_text(osp.join(runner.work_dir, LAST_CHECKPOINT_FILE), self.last_ckpt)
+        record = osp.join(runner.work_dir, LAST_CHECKPOINT_FILE)
+        try:
+            atomic_write_text(record, self.last_ckpt)
+        except OSError as e:
+            if e.errno not in _STORAGE_ERRNOS:
+                raise
+            raise CheckpointSaveError(
+                f'saved the checkpoint {self.last_ckpt} completely, but cannot record it in '
+                f'{record}: {os.strerror(e.errno)}; nothing is lost: the last complete '
+                f'checkpoint is {self.last_ckpt} (resume with tools/train.py --resume '
+                f'{self.last_ckpt})') from e
         self._remove(replaced)
 
     def _save_best_checkpoint(self, runner, metrics) -> None:
         # mmengine's logic, with the previous best deleted after the new one is saved.
-        with self._deferred_removals() as deferred, self._atomic_runner_saves(runner):
+        with self._deferred_removals() as deferred, self._atomic_runner_saves(runner), \
+                self._storage_errors(runner, f'a new best checkpoint in {self.out_dir}'):
             super()._save_best_checkpoint(runner, metrics)
         if is_main_process():
             # a best checkpoint saved again under the same name is not an old one

@@ -82,6 +82,7 @@ from torch.utils._pytree import tree_map_only
 
 from m3i_mm.registry import FUNCTIONS, STRATEGIES
 from m3i_mm.utils.io import atomic_torch_save, commit_path, temporary_path
+from m3i_mm.zoo.scheme import load_checkpoint_file
 
 __all__ = ['FSDP2Strategy', 'DEFAULT_SHARD_MODULES', 'consolidate_sharded_checkpoint']
 
@@ -262,7 +263,7 @@ def _read_checkpoint(path: str) -> dict:
     if _is_local(path):
         if not osp.isfile(path):
             raise FileNotFoundError(f'checkpoint not found: {path!r}')
-        return torch.load(path, map_location='cpu', mmap=True, weights_only=True)
+        return load_checkpoint_file(path, map_location='cpu', mmap=True)
     from mmengine.runner.checkpoint import CheckpointLoader
     return CheckpointLoader.load_checkpoint(path, map_location='cpu')
 
@@ -764,7 +765,7 @@ class FSDP2Strategy(DDPStrategy):
         if not osp.isfile(meta_path):
             raise FileNotFoundError(f'{dirname!r} is not a sharded FSDP2Strategy checkpoint '
                                     f'(no {SHARDED_META_FILE})')
-        checkpoint = torch.load(meta_path, map_location='cpu', weights_only=True)
+        checkpoint = load_checkpoint_file(meta_path, map_location='cpu')
         if callback is not None:
             callback(checkpoint)
         stored = set(FileSystemReader(dirname).read_metadata().state_dict_metadata)

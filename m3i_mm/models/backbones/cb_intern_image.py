@@ -36,6 +36,7 @@ from mmengine.model import BaseModule
 
 from m3i_mm.registry import MODELS
 from .intern_image import InternImage
+from .pretrained import init_cfg_with_pretrained
 
 
 class _LeadInternImage(InternImage):
@@ -71,6 +72,8 @@ class CBInternImage(BaseModule):
             a CB-InternImage checkpoint (official mmdet layout ``backbone.cb_modules.*``, or
             ours) or a single InternImage checkpoint, which then initialises both backbones
             (the assisting connections keep their initial values: gates at zero).
+        pretrained: None, or a checkpoint for ``init_cfg`` (the old mmseg spelling, as for
+            InternImage).
         **overrides: InternImage arch overrides (e.g. ``layer_scale``).
 
     ``forward(x)`` returns ``(assisting, lead)``, each a tuple of NCHW maps for
@@ -87,8 +90,10 @@ class CBInternImage(BaseModule):
                  with_cp: bool = False,
                  dcn_backend: str = 'auto',
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
+                 pretrained: Optional[str] = None,
                  **overrides) -> None:
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=init_cfg_with_pretrained(pretrained, init_cfg,
+                                                           type(self).__name__))
         out_indices = tuple(out_indices)
         if not out_indices or any(i not in range(4) for i in out_indices):
             raise ValueError(f'out_indices must be a non-empty subset of (0, 1, 2, 3), got '

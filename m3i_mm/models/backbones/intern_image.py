@@ -20,6 +20,8 @@ from m3i_mm.models.layers.block_mask import expand_patch_mask
 from m3i_mm.models.layers.dcnv3 import (DCNv3, ChannelsLastConv2d, activate,
                                         build_activation, eager_inference)
 from m3i_mm.registry import MODELS
+from m3i_mm.utils.suggest import did_you_mean
+from .pretrained import init_cfg_with_pretrained
 
 
 class StemLayer(nn.Module):
@@ -222,6 +224,9 @@ class InternImage(BaseModule):
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=...,
             prefix=...)`` loads official InternImage checkpoints (classification ``model``,
             mmdet/mmseg ``state_dict``, Hugging Face ports) and m3i_mm ones.
+        pretrained: The old mmseg spelling (stock mmseg configs and segmentors pass it):
+            None, or a checkpoint that becomes ``init_cfg=dict(type='Pretrained',
+            checkpoint=pretrained)`` with a FutureWarning.
     """
     arch_settings: Dict[str, dict] = {
         't': dict(channels=64, depths=[4, 4, 18, 4], groups=[4, 8, 16, 32], layer_scale=None,
@@ -261,8 +266,10 @@ class InternImage(BaseModule):
                  dcn_backend: str = 'auto',
                  mask_token: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
+                 pretrained: Optional[str] = None,
                  **overrides) -> None:
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=init_cfg_with_pretrained(pretrained, init_cfg,
+                                                           type(self).__name__))
         self.arch = self._resolve_arch(arch, overrides)
         a = self.arch
         depths, groups = list(a['depths']), list(a['groups'])
@@ -327,15 +334,18 @@ class InternImage(BaseModule):
                                  f'{list(cls.arch_settings)} or pass a dict')
             settings = {**cls._defaults, **cls.arch_settings[key]}
         elif isinstance(arch, dict):
-            unknown = set(arch) - set(cls.arch_settings['h']) - set(cls._defaults)
+            known = set(cls.arch_settings['h']) | set(cls._defaults)
+            unknown = sorted(set(arch) - known)
             if unknown:
-                raise ValueError(f'InternImage arch dict has unknown keys {sorted(unknown)}')
+                raise ValueError(f'InternImage arch dict has unknown keys {unknown}.'
+                                 + did_you_mean(unknown[0], sorted(known)))
             settings = {**cls._defaults, **cls.arch_settings['t'], **arch}
         else:
             raise TypeError(f'arch must be a str or dict, got {type(arch).__name__}')
-        unknown = set(overrides) - set(settings)
+        unknown = sorted(set(overrides) - set(settings))
         if unknown:
-            raise TypeError(f'InternImage got unexpected arguments {sorted(unknown)}')
+            raise TypeError(f'InternImage got unexpected arguments {unknown}.'
+                            + did_you_mean(unknown[0], sorted(settings)))
         settings.update(overrides)
         if settings['level2_post_norm_block_ids'] is not None:
             settings['level2_post_norm_block_ids'] = list(settings['level2_post_norm_block_ids'])

@@ -1,5 +1,6 @@
 """Load pretrained InternImage weights into a backbone, from any supported checkpoint."""
-from typing import Optional
+import warnings
+from typing import Optional, Union
 
 import torch.nn as nn
 from mmengine.logging import print_log
@@ -55,3 +56,28 @@ def load_pretrained_backbone(model: nn.Module, checkpoint: str, prefix: Optional
     if unexpected:
         print_log(f'{len(unexpected)} checkpoint tensors not used by the model: '
                   f'{_listing(unexpected)}', logger='current', level=30)
+
+
+def init_cfg_with_pretrained(pretrained: Optional[str], init_cfg: Optional[Union[dict, list]],
+                             owner: str) -> Optional[Union[dict, list]]:
+    """The ``init_cfg`` of a backbone given the old-style ``pretrained`` argument as well.
+
+    mmseg's segmentors and many stock configs still pass ``pretrained`` to the backbone.
+    As mmseg's own backbones do: ``None`` changes nothing; a path (or URL, ``m3i://NAME``)
+    becomes ``dict(type='Pretrained', checkpoint=pretrained)`` with a FutureWarning.
+
+    Raises:
+        ValueError: When both ``pretrained`` and ``init_cfg`` are given.
+        TypeError: When ``pretrained`` is neither a string nor None.
+    """
+    if pretrained is None:
+        return init_cfg
+    if not isinstance(pretrained, str):
+        raise TypeError(f'{owner}: pretrained must be a path (str) or None, got {pretrained!r}')
+    if init_cfg:
+        raise ValueError(f'{owner}: pretrained={pretrained!r} and init_cfg={init_cfg!r} both '
+                         'set; give init_cfg=dict(type="Pretrained", checkpoint=...) only')
+    warnings.warn(f'{owner}: pretrained={pretrained!r} is deprecated (as in mmseg); use '
+                  f"init_cfg=dict(type='Pretrained', checkpoint={pretrained!r})", FutureWarning,
+                  stacklevel=3)
+    return dict(type='Pretrained', checkpoint=pretrained)

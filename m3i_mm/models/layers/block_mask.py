@@ -33,7 +33,7 @@ import torch
 
 from m3i_mm.registry import TASK_UTILS
 
-__all__ = ['BlockMaskGenerator', 'expand_patch_mask']
+__all__ = ['BlockMaskGenerator', 'expand_patch_mask', 'mix_pairs']
 
 GeneratorLike = Union[None, torch.Generator, np.random.Generator]
 
@@ -52,6 +52,18 @@ def expand_patch_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tens
                          f'{(height, width)}')
     return mask.repeat_interleave(height // mask.shape[1], 1).repeat_interleave(
         width // mask.shape[2], 2)
+
+
+def mix_pairs(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """M3I's mixed input: canvas ``i`` shows ``images[i]`` where the patch mask is False and
+    ``images[(i + 1) % N]`` where it is True.
+
+    Args:
+        images: ``(N, C, H, W)`` (any dtype).
+        mask: ``(N, h, w)`` bool patch mask whose grid tiles ``(H, W)``.
+    """
+    pixel_mask = expand_patch_mask(mask, images.shape[-2], images.shape[-1])
+    return torch.where(pixel_mask[:, None], torch.roll(images, -1, dims=0), images)
 
 
 def _to_hw(input_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -116,6 +128,11 @@ class BlockMaskGenerator:
                 not 0 <= num_masking_patches <= num_patches:
             raise ValueError(f'num_masking_patches must be an int in [0, {num_patches}], got '
                              f'{num_masking_patches!r}')
+        for name, value in (('min_num_patches', min_num_patches),
+                            ('max_num_patches', max_num_patches), ('max_attempts', max_attempts)):
+            if value is not None and (not isinstance(value, (int, np.integer)) or
+                                      isinstance(value, bool)):
+                raise ValueError(f'{name} must be an int, got {value!r}')
         if min_num_patches < 1:
             raise ValueError(f'min_num_patches must be >= 1, got {min_num_patches}')
         if not min_aspect > 0:
@@ -132,9 +149,34 @@ class BlockMaskGenerator:
                                 if max_num_patches is None else int(max_num_patches))
         if self.max_num_patches < 1:
             raise ValueError(f'max_num_patches must be >= 1, got {max_num_patches}')
+        if self.max_num_patches < self.min_num_patches:
+            raise ValueError(f'max_num_patches {self.max_num_patches} is below min_num_patches '
+                             f'{self.min_num_patches} (capped at the {self.num_masking_patches} '
+                             'masked patches)')
         self.log_aspect = (math.log(min_aspect), math.log(max_aspect))
         self.max_attempts = int(max_attempts)
         self.allow_full_side = bool(allow_full_side)
+        if self.num_masking_patches > 0 and not self._blocks_can_fit():
+            side = 'at most the grid' if self.allow_full_side else 'smaller than the grid'
+            raise ValueError(
+                f'{self!r}: no block of the allowed areas and aspect ratios is {side} in '
+                'both directions, so every mask would be uniformly random patches, not '
+                'blocks; lower min_num_patches, widen the aspect range'
+                + ('' if self.allow_full_side else ' or set allow_full_side=True'))
+
+    def _blocks_can_fit(self, steps: int = 256) -> bool:
+        """Whether some block drawn by the first round (area in ``[min_num_patches,
+        min(max_num_patches, num_masking_patches)]``, aspect in the range, sides rounded
+        as in :meth:`_draw`) fits the grid and the count, checked on a dense grid of draws."""
+        cap = min(self.num_masking_patches, self.max_num_patches)
+        area = np.linspace(self.min_num_patches, cap, steps)[:, None]
+        aspect = np.exp(np.linspace(*self.log_aspect, steps))[None, :]
+        block_h = np.maximum(np.round(np.sqrt(area * aspect)), 1)
+        block_w = np.maximum(np.round(np.sqrt(area / aspect)), 1)
+        limit_h, limit_w = (self.height, self.width) if self.allow_full_side else (
+            self.height - 1, self.width - 1)
+        return bool(((block_h <= limit_h) & (block_w <= limit_w) &
+                     (block_h * block_w <= cap)).any())
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(grid=({self.height}, {self.width}), '

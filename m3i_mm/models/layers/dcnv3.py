@@ -5,14 +5,19 @@ Channels-last in and out ``(N, H, W, C)``. Parameter names follow the official m
 ``center_feature_scale_proj_weight/bias``); inside ``dw_conv`` the official Sequential
 indices ``0`` and ``1.1`` are ``conv`` and ``norm`` here (the converter maps them).
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from m3i_mm.ops.dcnv3 import cpu_ext, make_geometry
+from m3i_mm.ops.dcnv3.flops import register_flop_counters
 from m3i_mm.ops.dcnv3.function import dcnv3_checked, resolve_backend
+from m3i_mm.ops.dcnv3.pytorch import softmax_over_points
+
+# mmengine's get_model_complexity_info (every OpenMMLab get_flops tool) counts the DCNv3 core
+register_flop_counters()
 
 _ACTIVATIONS = {'GELU': nn.GELU, 'ReLU': nn.ReLU, 'SiLU': nn.SiLU}
 
@@ -203,6 +208,25 @@ class DCNv3(nn.Module):
             gate = gate.repeat_interleave(self.group_channels, dim=-1)
             out = torch.lerp(out, x.to(out.dtype), gate.to(out.dtype))
         return self.output_proj(out)
+
+    def offsets_and_masks(self, input: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """What this layer's offset branch predicts for ``input``, as the core op takes it.
+
+        The sampling locations of the layer are then
+        :func:`m3i_mm.ops.dcnv3.pytorch.sampling_locations` of the offsets with
+        :attr:`geometry` (visualisation, analysis); :meth:`forward` is unchanged.
+
+        Args:
+            input: ``(N, H, W, C)``, the layer's input.
+
+        Returns:
+            ``offset`` ``(N, H, W, G*P*2)`` (layout ``[g][k][(dx, dy)]``) and ``mask``
+            ``(N, H, W, G*P)``: the softmax over each group's points (what multiplies the
+            samples; ``forward`` passes the logits to the op, which normalises them alike).
+        """
+        backend = resolve_backend(self.backend, input.device)
+        context = self.dw_conv(input, cpu_kernel=backend == 'cpu')
+        return self.offset(context), softmax_over_points(self.mask(context), self.geometry)
 
     def extra_repr(self) -> str:
         return (f'channels={self.channels}, kernel_size={self.kernel_size}, '

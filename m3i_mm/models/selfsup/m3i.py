@@ -1,31 +1,51 @@
 """M3I: all-in-one pre-training by maximising multi-modal mutual information.
 
 Su et al., CVPR 2023. The paper's code is not public; this follows the design of
-``m3i_method.md`` (section 3). Choices the paper does not state are marked [A] and exposed
-as arguments.
+``m3i_method.md`` (section 3). What the paper states is marked [V]; every choice it does not
+state is marked [A] here and where it is set (argument defaults, the configs' headers), and
+exposed as an argument.
 
 Per step, for a batch of ``N`` samples with two views each (``v1`` input, ``v2`` target):
 
-1. **Input** [V: two images per input]. ``mix=True``: canvas ``i`` shows ``v1`` of image
-   ``a = i`` where the block-wise patch mask is False and ``v1`` of image ``b = (i + 1) % N``
-   where it is True. ``mix=False``: ``v1`` of image ``i`` with masked patches replaced by a
-   learnable token after the stem; then ``a = b = i``.
-2. **Encoder**: backbone + stride-16 fusion -> ``(N, L, D)`` tokens.
+1. **Input** [V: two images per input; the first predicts its same view, the second a
+   differently augmented view]. ``mix=True``: canvas ``i`` shows ``v1`` of image ``a = i``
+   where the block-wise patch mask is False and ``v1`` of image ``b = (i + 1) % N`` where it
+   is True. [A] pairing rule: ``b`` is the next sample of the batch (a cyclic shift: every
+   image is an ``a`` once and a ``b`` once per step). [A] mixing ratio: ``mask_ratio`` 0.5 of
+   the patches show ``b``. [A] block shape: BEiT/SiameseIM block masks at 16-pixel patches
+   (blocks of at least 16 patches, aspect 0.3 to 3.3; ``mask_cfg``). ``mix=False``: ``v1``
+   of image ``i`` with masked patches replaced by a learnable token after the stem; then
+   ``a = b = i``.
+2. **Encoder**: backbone + stride-16 fusion -> ``(N, L, D)`` tokens. [A] InternImage-H:
+   the official classifier's stage-3/4 fusion (very likely the pre-training interface, not
+   stated); other sizes: the same design at their widths.
 3. **Decoder** [A]: transformer blocks over the projected encoder tokens (canvas sin-cos
    positions, plus the embedding of the image each token shows) and query tokens: dense queries for image ``a``'s same view (its ``v1``
    patches), dense queries for image ``b``'s other view (``v2`` patches at SiameseIM
    relative positions in ``v1(b)``'s frame), and one semantic query per image; each query
    carries a learned image-a / image-b embedding.
-4. **Targets**: an EMA copy of backbone + fusion on the unmasked target views (cosine
-   momentum 0.995 -> 1), or the view's pixels (MAE-like); labels through a class-embedding
-   table; captions through a text encoder. The EMA copy computes its targets with its
+4. **Targets** [A: the paper names the targets (the views, the category, the paired text),
+   not their encoders]: an EMA copy of backbone + fusion on the unmasked target views, or
+   the view's pixels (MAE-like; ``same_view_target``). [A] EMA schedule: SiameseIM's cosine
+   momentum from 0.995 to 1 over the run (``ema_momentum`` 0.005). [A] class table: labels
+   through a learnable class-embedding table, cosine logits at a learnable temperature
+   (``label_head``: the head's default 0.07, the configs' 0.2). [A] text encoder: captions
+   through a ``transformers`` text model (``text_encoder``); the T/B/L/H configs start from
+   OpenAI's pretrained CLIP ViT-B/32 text tower and train it, so the caption target is then
+   partly distilled from CLIP; ``HFTextEncoder(from_scratch=True)`` trains one from scratch
+   instead. The EMA copy computes its targets with its
    dropout and stochastic-depth layers off, whatever the online model's settings and mode
    (SiameseIM builds its momentum encoder without drop path; normalisation layers keep
    their mode).
-5. **Loss**: ``w_same * L_dense(a) + w_cross * L_dense(b) + w_sem * (L_sem(a) + L_sem(b))``
-   with Gaussian MI heads for dense targets and Boltzmann MI heads for labels/captions.
-   Samples without a label or caption add no semantic term. Terms with weight 0 are not
-   built, so the special cases (supervised, CLIP, SiameseIM, MAE-like) are configs.
+5. **Loss** [A: form and weights; the paper states only that one MI objective covers all
+   targets]: ``w_same * L_dense(a) + w_cross * L_dense(b) + w_sem * (L_sem(a) + L_sem(b))``,
+   weights 1, 1, 1 (``loss_weights``), with Gaussian MI heads for dense targets (MSE plus
+   SiameseIM's UniGrad term, ``dense_head``) and Boltzmann MI heads for labels
+   (cross-entropy) and captions (symmetric InfoNCE over the global batch). [A] the semantic
+   term is counted for both images, each at the full weight ``w_sem`` ([V] that both
+   predict their category or text). Samples without a label or caption add no semantic
+   term. Terms with weight 0 are not built, so the special cases (supervised, CLIP,
+   SiameseIM, MAE-like) are configs.
 """
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Tuple, Union
@@ -202,20 +222,26 @@ class M3I(BaseModel):
         neck: Stride-16 fusion config producing ``(N, D, H/16, W/16)`` (e.g.
             ``m3i_mm.Stride16Fusion``).
         decoder: :class:`M3IDecoder` arguments (``embed_dim``, ``depth``, ``num_heads``).
-        mix: Two-image mixed input (True) or plain masking of one image (False).
-        mask_ratio: Fraction of patches masked (mix: shown from image b).
+        mix: Two-image mixed input (True) or plain masking of one image (False). [A] the
+            pairing rule (image b of canvas i is sample ``(i + 1) % N``).
+        mask_ratio: Fraction of patches masked (mix: shown from image b). [A] 0.5.
         mask_cfg: Extra :class:`BlockMaskGenerator` arguments (min block size, aspect).
-        same_view_target: ``'feature'`` (EMA encoder) or ``'pixel'`` (MAE-like).
+            [A] the block shape: blocks of at least 16 patches, aspect 0.3 to 3.3.
+        same_view_target: ``'feature'`` (EMA encoder) or ``'pixel'`` (MAE-like). [A]
+            ``'feature'``.
         same_view_positions: ``'masked'`` [A] (patches of a hidden in the input) or ``'all'``.
-        loss_weights: ``dict(same=..., cross=..., sem=...)``; 0 removes a term.
+        loss_weights: ``dict(same=..., cross=..., sem=...)``; 0 removes a term. [A] 1, 1, 1,
+            and the semantic weight applies to the term of each image (a and b).
         dense_head: :class:`GaussianMIHead` config shared by both dense terms (``loss_name``
-            is set per term).
+            is set per term). [A] its loss form (MSE; the configs add UniGrad, 0.02).
         label_head: :class:`BoltzmannMIHead` config in class mode (None: labels unused).
+            [A] the class table and its temperature.
         caption_head: :class:`BoltzmannMIHead` config in contrastive mode (None: captions
-            unused); needs ``text_encoder``.
-        text_encoder: :class:`HFTextEncoder` config.
+            unused); needs ``text_encoder``. [A] symmetric InfoNCE over the global batch.
+        text_encoder: :class:`HFTextEncoder` config. [A] the encoder (the configs: CLIP's
+            pretrained text tower, trainable; ``from_scratch=True`` for one from scratch).
         ema_momentum: Starting EMA step ``1 - decay`` of the target encoder (0.005 gives
-            the cosine schedule 0.995 -> 1).
+            the cosine schedule 0.995 -> 1). [A] SiameseIM's schedule.
         freeze_stem: Keep the backbone's stem (``patch_embed``) at its initial weights, as
             SiameseIM keeps its patch embedding (``train_patch_embed=False``).
         data_preprocessor: Defaults to :class:`M3IDataPreprocessor`.
@@ -244,6 +270,7 @@ class M3I(BaseModel):
         elif isinstance(data_preprocessor, dict) and 'type' not in data_preprocessor:
             data_preprocessor = dict(data_preprocessor, type='m3i_mm.M3IDataPreprocessor')
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        # [A] loss form and weights: a weighted sum, weights 1, 1, 1 unless configured
         weights = {**dict(same=1.0, cross=1.0, sem=1.0), **(loss_weights or {})}
         unknown = set(weights) - {'same', 'cross', 'sem'}
         if unknown:
@@ -314,6 +341,7 @@ class M3I(BaseModel):
                 **caption_head, loss_name='loss_caption', loss_weight=weights['sem']))
         self.uses_ema = (self.use_same and same_view_target == 'feature') or self.use_cross
         if self.uses_ema:
+            # [A] EMA schedule: cosine momentum from 1 - ema_momentum to 1 (SiameseIM's)
             self.target_encoder = CosineEMA(nn.Sequential(self.backbone, self.neck),
                                             momentum=ema_momentum, end_momentum=0.0)
         print_log('M3I terms: ' + ', '.join(self.active_terms()), logger='current')
@@ -354,6 +382,7 @@ class M3I(BaseModel):
     def make_mask(self, num: int, grid: Tuple[int, int], device) -> Optional[torch.Tensor]:
         if self.mask_ratio == 0:
             return None
+        # [A] mixing ratio (mask_ratio) and block shape (BlockMaskGenerator's defaults)
         generator = BlockMaskGenerator(grid, mask_ratio=self.mask_ratio, **self.mask_cfg)
         seed = int(torch.randint(0, 2**31 - 1, (1, )))
         return generator(num, generator=torch.Generator().manual_seed(seed)).to(device)
@@ -406,6 +435,7 @@ class M3I(BaseModel):
         grid = (height // PATCH, width // PATCH)
         view1, view2 = inputs[:, 0], inputs[:, 1]
         index_a = torch.arange(n, device=inputs.device)
+        # [A] pairing rule: image b of canvas i is the next sample, (i + 1) % N
         index_b = torch.roll(index_a, -1) if self.mix else index_a
         if mask is None:
             mask = self.make_mask(n, grid, inputs.device)
@@ -477,6 +507,7 @@ class M3I(BaseModel):
                 text = self.text_encoder(batch.captions, device=device)
                 has_caption = torch.tensor([c is not None for c in batch.captions],
                                            device=device)
+            # [A] the semantic term of each image, a and b, counts at the full weight
             for tag, index, feats in pred['sem']:
                 if self.use_labels:
                     losses.update(_suffixed(self.label_head.loss(feats, batch.labels[index]),

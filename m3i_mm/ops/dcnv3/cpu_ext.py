@@ -99,8 +99,11 @@ def build_dir() -> str:
     key = hashlib.sha256()
     with open(SOURCE, 'rb') as f:
         key.update(f.read())
-    # the compiler is part of the key: switching CXX after a failed build tries again
-    key.update(' '.join(compile_command(compiler() or ['c++'], 'OUT')).encode())
+    # the compiler is part of the key: switching CXX after a failed build tries again.
+    # The source's folder is not: every install of the same file (a checkout, a wheel in
+    # another environment) shares one build.
+    command = compile_command(compiler() or ['c++'], 'OUT')
+    key.update(' '.join('SOURCE' if arg == SOURCE else arg for arg in command).encode())
     key.update(torch.__version__.encode())
     name = f'dcnv3_cpu-torch{torch.__version__}-{capability()}-{key.hexdigest()[:12]}'
     return cache_dir('torch_extensions', name.replace('+', '_'))

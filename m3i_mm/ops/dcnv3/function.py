@@ -14,7 +14,9 @@ Backends:
 
 ``triton`` and ``cuda`` run behind the ``torch.library`` custom ops
 ``m3i_mm::dcnv3_forward`` and ``m3i_mm::dcnv3_backward`` (with fake implementations), so
-``torch.compile`` and ``torch.export`` see one opaque op instead of breaking the graph.
+``torch.compile`` and ``torch.export`` see one opaque op instead of breaking the graph;
+``pytorch`` does too while ``torch.jit.trace`` records outside ONNX export, so that a traced
+graph has one DCNv3 node whichever backend runs (FLOP counting, ``m3i_mm.ops.dcnv3.flops``).
 
 ``backend='auto'`` picks ``triton`` for CUDA tensors when Triton is importable, else ``cuda``
 when the extension is available, else ``pytorch``; for CPU tensors ``cpu`` when its
@@ -27,11 +29,17 @@ from typing import Optional, Tuple
 
 import torch
 
+from m3i_mm.utils.errors import UsageError
 from .geometry import DCNv3Geometry, IntPair, check_tensors, make_geometry
 from .pytorch import dcnv3_pytorch, softmax_over_points
 
 BACKENDS = ('pytorch', 'triton', 'cuda', 'cpu')
 ENV_BACKEND = 'M3I_MM_DCNV3_BACKEND'
+
+
+class DCNv3BackendError(UsageError, ValueError):
+    """A DCNv3 backend that does not exist or cannot run here (a setting of the user's:
+    ``dcn_backend`` or ``M3I_MM_DCNV3_BACKEND``); the tools print it as one line."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,6 +57,17 @@ def triton_interpreting() -> bool:
 
 
 def _kernels(backend: str):
+    if backend == 'pytorch':
+        from .pytorch import dcnv3_backward_pytorch, dcnv3_forward_pytorch
+
+        def backward(input, offset, mask, grad_out, geo, need_input_grad):
+            grad_input, grad_offset, grad_mask = dcnv3_backward_pytorch(
+                input, offset, mask, grad_out, geo, need_input_grad)
+            # the op returns three tensors: zeros for an input gradient not asked for
+            return (torch.zeros_like(input) if grad_input is None else grad_input,
+                    grad_offset, grad_mask)
+
+        return dcnv3_forward_pytorch, backward
     if backend == 'triton':
         from . import triton_kernels
         return triton_kernels.dcnv3_forward_triton, triton_kernels.dcnv3_backward_triton
@@ -62,10 +81,14 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """Turn ``'auto'`` (or the environment override) into a concrete backend for ``device``.
 
     Raises:
-        ValueError: for unknown names, or a backend that cannot run on ``device``.
+        DCNv3BackendError: (a ValueError) for unknown names, or a backend that cannot run
+            on ``device``.
     """
     if backend == 'auto':
         backend = os.environ.get(ENV_BACKEND, 'auto') or 'auto'
+        if backend not in ('auto', ) + BACKENDS:
+            raise DCNv3BackendError(f'{ENV_BACKEND}={backend!r} is not a DCNv3 backend; set it '
+                                    f'to one of {", ".join(("auto", ) + BACKENDS)} or unset it')
     if backend == 'auto':
         if device.type == 'cuda':
             if triton_available():
@@ -79,24 +102,25 @@ def resolve_backend(backend: str, device: torch.device) -> str:
                 return 'cpu'
         return 'pytorch'
     if backend not in BACKENDS:
-        raise ValueError(f'dcnv3: unknown backend {backend!r}; choose one of '
-                         f"{('auto', ) + BACKENDS} (or set {ENV_BACKEND})")
+        raise DCNv3BackendError(f'dcnv3: unknown backend {backend!r}; choose one of '
+                                f"{('auto', ) + BACKENDS} (or set {ENV_BACKEND})")
     if backend == 'triton':
         if not triton_available():
-            raise ValueError('dcnv3: backend "triton" needs the triton package')
+            raise DCNv3BackendError('dcnv3: backend "triton" needs the triton package')
         if device.type != 'cuda' and not triton_interpreting():
-            raise ValueError(f'dcnv3: backend "triton" runs on CUDA tensors, got {device} '
-                             '(TRITON_INTERPRET=1 runs it on CPU, slowly, for checks)')
+            raise DCNv3BackendError(
+                f'dcnv3: backend "triton" runs on CUDA tensors, got {device} '
+                '(TRITON_INTERPRET=1 runs it on CPU, slowly, for checks)')
     if backend == 'cuda' and device.type != 'cuda':
-        raise ValueError(f'dcnv3: backend "cuda" runs on CUDA tensors, got {device}')
+        raise DCNv3BackendError(f'dcnv3: backend "cuda" runs on CUDA tensors, got {device}')
     if backend == 'cpu':
         if device.type != 'cpu':
-            raise ValueError(f'dcnv3: backend "cpu" runs on CPU tensors, got {device}')
+            raise DCNv3BackendError(f'dcnv3: backend "cpu" runs on CPU tensors, got {device}')
         from . import cpu_ext
         reason = cpu_ext.unavailable_reason()
         if reason:
-            raise ValueError(f'dcnv3: backend "cpu" is unavailable: {reason}; use backend='
-                             '"pytorch" or "auto"')
+            raise DCNv3BackendError(f'dcnv3: backend "cpu" is unavailable: {reason}; use '
+                                    'backend="pytorch" or "auto"')
     return backend
 
 
@@ -241,6 +265,15 @@ def _dispatch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
         return cpu_ext.dcnv3_cpu(input, offset, mask, geo, softmax_mask)
     if softmax_mask:
         mask = softmax_over_points(mask, geo)
-    if backend == 'pytorch':
+    if backend == 'pytorch' and not _one_traced_node():
         return dcnv3_pytorch(input, offset, mask, geo)
     return torch.ops.m3i_mm.dcnv3_forward(input, offset, mask, *geo.as_args(), backend)
+
+
+def _one_traced_node() -> bool:
+    """While ``torch.jit.trace`` records (TorchScript, and the FLOP counters that trace:
+    mmengine's ``FlopAnalyzer``), the ``pytorch`` backend runs behind the custom op too, so
+    every backend is one ``m3i_mm::dcnv3_forward`` node (``m3i_mm.ops.dcnv3.flops`` counts
+    it) instead of ~40 index and element-wise ops. ONNX export (which traces as well) keeps
+    the plain ops: ONNX has no such operator."""
+    return torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()

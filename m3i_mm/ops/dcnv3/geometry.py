@@ -93,7 +93,7 @@ def make_geometry(channels: int, kernel_size: IntPair, stride: IntPair, padding:
     Raises:
         ValueError: when ``channels != group * group_channels``, sizes are not positive,
             ``offset_scale`` is not a finite number > 0, or ``remove_center`` is asked for
-            with a kernel that has no single centre.
+            with a kernel that has no single centre or nothing but its centre (1x1).
     """
     kh, kw = _pair(kernel_size, 'kernel_size')
     sh, sw = _pair(stride, 'stride')
@@ -116,6 +116,9 @@ def make_geometry(channels: int, kernel_size: IntPair, stride: IntPair, padding:
                          f'sampling grid and the offsets), got {offset_scale!r}')
     if remove_center and (kh != kw or kh % 2 == 0):
         raise ValueError(f'dcnv3: remove_center needs an odd square kernel, got {(kh, kw)}')
+    if remove_center and kh == 1:
+        raise ValueError('dcnv3: remove_center with a 1x1 kernel leaves no sampling point (the '
+                         'centre is the only one); use kernel_size >= 3 or remove_center=False')
     return DCNv3Geometry(kh, kw, sh, sw, ph, pw, dh, dw, group, group_channels,
                          float(offset_scale), bool(remove_center))
 

@@ -8,9 +8,9 @@ values are never materialised (the official grid_sample reference builds a ``poi
 larger intermediate and keeps it for backward).
 
 Zero padding without per-corner validity tests: the input gets a zero border (1 before,
-2 after, on H and W) and sampling locations are clamped to ``[-1, size]``. A location at or
-beyond that range has all four corners outside the image, so it samples zero with zero
-gradient either way; inside it, corners outside the image land on the zero border.
+2 after, on H and W) and a sampling location outside ``[-1, size)`` is moved to ``size``: it
+has all four corners outside the image either way, so it samples zero with zero gradient;
+inside that range, corners outside the image land on the zero border.
 
 Non-finite values follow the rule of every backend (``tests/ops/dcnv3/
 test_dcnv3_nan_semantics.py``): a NaN location keeps NaN bilinear fractions (so the output
@@ -115,8 +115,12 @@ def bilinear_corners(offset: torch.Tensor, height: int, width: int, geo: DCNv3Ge
     inside_x = (loc_x > -1) & (loc_x < width)
     inside_y = (loc_y > -1) & (loc_y < height)
     nan = loc_x.isnan() | loc_y.isnan()
-    loc_x = loc_x.clamp(-1, width)  # keeps NaN: the fractions below stay NaN
-    loc_y = loc_y.clamp(-1, height)
+    # Beyond [-1, size) every corner is outside: such a location moves to ``size``, whose
+    # corners are on the zero border. (Clamping it to -1 instead would make pixel 0 a corner
+    # of weight 0, through which a NaN input spreads where it does not in the other backends.)
+    # Both keep NaN: the fractions below stay NaN.
+    loc_x = torch.where(loc_x < -1, width, loc_x).clamp(max=width)
+    loc_y = torch.where(loc_y < -1, height, loc_y).clamp(max=height)
     x0 = torch.floor(loc_x.nan_to_num(nan=-1.0))  # a NaN point's corners: the zero border
     y0 = torch.floor(loc_y.nan_to_num(nan=-1.0))
     padded_h, padded_w = height + _PAD_BEFORE + _PAD_AFTER, width + _PAD_BEFORE + _PAD_AFTER
@@ -208,9 +212,55 @@ def _grad_input(input_shape: torch.Size, grad_out: torch.Tensor, mask_rows: torc
         n, height, width, channels)
 
 
+def dcnv3_backward_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                           grad_out: torch.Tensor, geo: DCNv3Geometry,
+                           need_input_grad: bool = True, need_offset_grad: bool = True,
+                           need_mask_grad: bool = True) -> tuple:
+    """Gradients of the PyTorch forward for input, offset and mask (``None`` where not
+    needed), with fused aten kernels (sampled dense-dense product, bilinear-sampler
+    backward) and nothing kept from the forward but its inputs."""
+    n, height, width, _ = input.shape
+    compute_dtype = torch.promote_types(input.dtype, torch.float32)
+    loc_x, loc_y = sampling_locations(offset, geo, compute_dtype)
+    m = mask.to(compute_dtype).reshape(-1, geo.num_points)
+    grad_input = grad_offset = grad_mask = None
+    if need_input_grad:
+        grad_input = _grad_input(input.shape, grad_out, m, loc_x, loc_y, geo).to(input.dtype)
+    if need_offset_grad or need_mask_grad:
+        corners = bilinear_corners(offset, height, width, geo, compute_dtype)
+        table = _bordered_table(input, geo, compute_dtype)
+        grad_rows = grad_out.to(compute_dtype).reshape(-1, geo.group_channels)
+        dots = _corner_dots(table, corners.index(), grad_rows)
+        # a NaN location has no sample and no slope: NaN offset and mask gradients
+        dots = dots.view(-1, geo.num_points, 4) + torch.where(
+            corners.nan, float('nan'), 0.0).to(dots.dtype).unsqueeze(-1)
+        d00, d01, d10, d11 = dots.unbind(-1)
+        fx, fy = corners.frac_x, corners.frac_y
+        if need_offset_grad:
+            # no slope outside (-1, size): a select, as in the kernels (a product with the
+            # flag would keep the NaN of a weight-0 corner at -1)
+            zero = dots.new_zeros(())
+            grad_fx = torch.where(corners.inside_x | corners.nan,
+                                  m * ((1 - fy) * (d01 - d00) + fy * (d11 - d10)), zero)
+            grad_fy = torch.where(corners.inside_y | corners.nan,
+                                  m * ((1 - fx) * (d10 - d00) + fx * (d11 - d01)), zero)
+            grad_offset = (torch.stack((grad_fx, grad_fy), dim=-1) * geo.offset_scale)
+            grad_offset = grad_offset.view(offset.shape).to(offset.dtype)
+        if need_mask_grad:
+            grad_mask = (1 - fy) * ((1 - fx) * d00 + fx * d01) + fy * (
+                (1 - fx) * d10 + fx * d11)
+            grad_mask = grad_mask.view(mask.shape).to(mask.dtype)
+    return grad_input, grad_offset, grad_mask
+
+
+def dcnv3_forward_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                          geo: DCNv3Geometry) -> torch.Tensor:
+    """The PyTorch forward without autograd (the custom op's ``pytorch`` kernel)."""
+    return _forward(input, offset, mask, geo)[0]
+
+
 class _DCNv3PyTorch(torch.autograd.Function):
-    """Forward by ``embedding_bag``; backward keeps nothing but the inputs and uses fused
-    aten kernels (sampled dense-dense product, bilinear-sampler backward)."""
+    """Forward by ``embedding_bag``; backward by :func:`dcnv3_backward_pytorch`."""
 
     @staticmethod
     def forward(ctx, input, offset, mask, geo):
@@ -221,35 +271,8 @@ class _DCNv3PyTorch(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         input, offset, mask = ctx.saved_tensors
-        geo = ctx.geo
-        n, height, width, _ = input.shape
-        compute_dtype = torch.promote_types(input.dtype, torch.float32)
-        loc_x, loc_y = sampling_locations(offset, geo, compute_dtype)
-        m = mask.to(compute_dtype).reshape(-1, geo.num_points)
-        grad_input = grad_offset = grad_mask = None
-        if ctx.needs_input_grad[0]:
-            grad_input = _grad_input(input.shape, grad_out, m, loc_x, loc_y,
-                                     geo).to(input.dtype)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            corners = bilinear_corners(offset, height, width, geo, compute_dtype)
-            table = _bordered_table(input, geo, compute_dtype)
-            grad_rows = grad_out.to(compute_dtype).reshape(-1, geo.group_channels)
-            dots = _corner_dots(table, corners.index(), grad_rows)
-            # a NaN location has no sample and no slope: NaN offset and mask gradients
-            dots = dots.view(-1, geo.num_points, 4) + torch.where(
-                corners.nan, float('nan'), 0.0).to(dots.dtype).unsqueeze(-1)
-            d00, d01, d10, d11 = dots.unbind(-1)
-            fx, fy = corners.frac_x, corners.frac_y
-            if ctx.needs_input_grad[1]:
-                grad_fx = m * ((1 - fy) * (d01 - d00) + fy * (d11 - d10)) * corners.inside_x
-                grad_fy = m * ((1 - fx) * (d10 - d00) + fx * (d11 - d01)) * corners.inside_y
-                grad_offset = (torch.stack((grad_fx, grad_fy), dim=-1) * geo.offset_scale)
-                grad_offset = grad_offset.view(offset.shape).to(offset.dtype)
-            if ctx.needs_input_grad[2]:
-                grad_mask = (1 - fy) * ((1 - fx) * d00 + fx * d01) + fy * (
-                    (1 - fx) * d10 + fx * d11)
-                grad_mask = grad_mask.view(mask.shape).to(mask.dtype)
-        return grad_input, grad_offset, grad_mask, None
+        return (*dcnv3_backward_pytorch(input, offset, mask, grad_out, ctx.geo,
+                                        *ctx.needs_input_grad[:3]), None)
 
 
 def dcnv3_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,

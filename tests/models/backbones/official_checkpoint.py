@@ -39,6 +39,15 @@ EXPECTED = [
     (r'^clip_projector\.cross_dcn\.([qkv])_bias$', r'neck.attn_pool.\1_bias'),
     (r'^clip_projector\.cross_dcn\.proj\.(weight|bias)$', r'neck.attn_pool.proj.\1'),
     (r'^fc_norm\.0\.(weight|bias)$', r'neck.fc_norm.\1'),
+    # the iNaturalist classifier's metadata branch (intern_image_meta_former.py)
+    (r'^meta_head_1\.([02])\.(weight|bias)$', r'head.meta_encoders.0.\1.\2'),
+    (r'^meta_head_2\.([02])\.(weight|bias)$', r'head.meta_encoders.1.\1.\2'),
+    (r'^meta_head_1\.3\.w([12])\.(weight|bias)$', r'head.meta_encoders.0.3.fc\1.\2'),
+    (r'^meta_head_2\.3\.w([12])\.(weight|bias)$', r'head.meta_encoders.1.3.fc\1.\2'),
+    (r'^meta_head_1\.3\.norm_fn([12])\.(weight|bias)$', r'head.meta_encoders.0.3.norm\1.\2'),
+    (r'^meta_head_2\.3\.norm_fn([12])\.(weight|bias)$', r'head.meta_encoders.1.3.norm\1.\2'),
+    (r'^meta_norm\.(weight|bias)$', r'head.meta_norm.\1'),
+    (r'^meta_head\.(weight|bias)$', r'head.meta_fc.\1'),
 ]
 
 

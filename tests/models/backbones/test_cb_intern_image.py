@@ -236,3 +236,10 @@ def test_full_size_cb_h_parameter_count():
                       for i in range(4) for j in range(1, 4 - i))
     assert count(cb) == 2 * count(single) - count(single.patch_embed) + connections + sum(widths)
     assert 2.15e9 < count(cb) < 2.16e9  # 2.18B with the DINO head (official README)
+
+
+def test_pretrained_is_accepted_like_internimage():
+    assert CBInternImage(arch=TINY_H, pretrained=None).init_cfg is None
+    with pytest.warns(FutureWarning, match='CBInternImage: pretrained='):
+        model = CBInternImage(arch=TINY_H, pretrained='cb.pth')
+    assert model.init_cfg == dict(type='Pretrained', checkpoint='cb.pth')

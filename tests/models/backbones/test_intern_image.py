@@ -353,3 +353,34 @@ def test_eager_inference_matches_the_autograd_path_and_leaves_the_input_alone(fa
     torch.testing.assert_close(x, copy_of_x, rtol=0, atol=0)
     for out, ref in zip(outs, expected):
         torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_pretrained_none_is_accepted_as_mmseg_backbones_accept_it():
+    """Stock mmseg configs and segmentors pass ``pretrained``; None changes nothing."""
+    model = InternImage(arch=TINY, pretrained=None)
+    assert model.init_cfg is None
+    model = InternImage(arch=TINY, pretrained=None, init_cfg=dict(type='Pretrained',
+                                                                  checkpoint='x.pth'))
+    assert model.init_cfg == dict(type='Pretrained', checkpoint='x.pth')
+
+
+def test_pretrained_path_becomes_init_cfg_with_a_deprecation_warning(tmp_path):
+    source = InternImage(arch=TINY)
+    source.init_weights()
+    path = str(tmp_path / 'backbone.pth')
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in source.state_dict().items()}},
+               path)
+    with pytest.warns(FutureWarning, match=r"pretrained='.*backbone.pth' is deprecated"):
+        model = InternImage(arch=TINY, pretrained=path)
+    assert model.init_cfg == dict(type='Pretrained', checkpoint=path)
+    model.init_weights()
+    for name, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_pretrained_with_init_cfg_or_of_another_type_is_refused():
+    with pytest.raises(ValueError, match='pretrained=.* and init_cfg=.* both set'):
+        InternImage(arch=TINY, pretrained='a.pth',
+                    init_cfg=dict(type='Pretrained', checkpoint='b.pth'))
+    with pytest.raises(TypeError, match='pretrained must be a path'):
+        InternImage(arch=TINY, pretrained=True)

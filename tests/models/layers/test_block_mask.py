@@ -20,7 +20,7 @@ def boundary_edges(masks: torch.Tensor) -> torch.Tensor:
     (14, dict(mask_ratio=0.5), 98),  # M3I mixing mask
     ((7, 10), dict(mask_ratio=0.75), 52),  # round(52.5) = 52
     (4, dict(mask_ratio=0.5), 8),  # min block area 16 capped on a small grid
-    ((1, 9), dict(mask_ratio=0.4), 4),  # a single row
+    ((1, 9), dict(mask_ratio=0.4, allow_full_side=True), 4),  # a single row
     (5, dict(mask_ratio=0.0), 0),
     (5, dict(mask_ratio=1.0), 25),
 ])
@@ -169,12 +169,53 @@ def test_default_rule_matches_siameseim_and_the_old_rule_is_an_option(side, num_
 
 
 def test_strict_rule_never_places_a_block_as_high_as_the_grid():
-    """A 3x3 block on a 3-row grid: the old rule places it, the strict one never does (the
-    9 patches are then drawn at random: a solid 3x3 square has probability ~1e-7)."""
+    """A 3x3 block on a 3-row grid: the old rule places it; the strict one never could (the
+    9 patches were then drawn at random), so it is refused at construction."""
     kwargs = dict(num_masking_patches=9, min_num_patches=9, max_num_patches=9,
                   min_aspect=1.0, max_aspect=1.0)
-    for allow, solid_expected in ((True, True), (False, False)):
-        masks = BlockMaskGenerator((3, 12), allow_full_side=allow, **kwargs)(
-            50, generator=torch.Generator().manual_seed(2))
-        solid = [bool(m[:, m.any(0)].all()) and int(m.any(0).sum()) == 3 for m in masks]
-        assert all(s == solid_expected for s in solid), allow
+    masks = BlockMaskGenerator((3, 12), allow_full_side=True, **kwargs)(
+        50, generator=torch.Generator().manual_seed(2))
+    assert all(bool(m[:, m.any(0)].all()) and int(m.any(0).sum()) == 3 for m in masks)
+    with pytest.raises(ValueError, match='no block of the allowed areas and aspect ratios is '
+                                         'smaller than the grid'):
+        BlockMaskGenerator((3, 12), **kwargs)
+
+
+@pytest.mark.parametrize('size, kwargs, message', [
+    ((1, 9), dict(mask_ratio=0.4), 'smaller than the grid .*allow_full_side=True'),
+    (4, dict(num_masking_patches=16, min_num_patches=16, max_num_patches=16,
+             allow_full_side=True, min_aspect=2.0, max_aspect=3.0),
+     'no block .* is at most the grid'),  # 16 patches only as 6x3 .. 7x2 blocks
+    (14, dict(mask_ratio=0.5, min_num_patches=[[4, 4]]), r'min_num_patches must be an int, '
+                                                         r'got \[\[4, 4\]\]'),
+    (14, dict(mask_ratio=0.5, min_num_patches=16, max_num_patches=4),
+     'max_num_patches 4 is below min_num_patches 16'),
+])
+def test_block_sizes_that_yield_no_block_are_refused(size, kwargs, message):
+    """Block sizes that can never be placed were accepted: every mask was then uniformly
+    random patches, silently (issue 21.15)."""
+    with pytest.raises(ValueError, match=message):
+        BlockMaskGenerator(size, **kwargs)
+
+
+def test_mix_pairs_is_the_canvas_m3i_feeds_its_backbone():
+    """What the M3I pre-trainer encodes for a given mask is mix_pairs of the view-1 batch:
+    image i where the mask is False, image (i + 1) % N where it is True."""
+    from m3i_mm.models.layers.block_mask import mix_pairs
+    from tests.models.selfsup.m3i_fixtures import build_tiny, photo_batch
+    model = build_tiny('m3i_internimage-t_16xb128-100k_in1k-cc12m.py', caption_head=None,
+                       text_encoder=None)
+    data = model.data_preprocessor(photo_batch(size=64))
+    views1 = data['inputs'][:, 0]
+    mask = BlockMaskGenerator(4, mask_ratio=0.5, min_num_patches=1)(
+        views1.shape[0], generator=torch.Generator().manual_seed(3))
+    seen = []
+    handle = model.backbone.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        model.predict(data['inputs'], data['batch'], mask)
+    handle.remove()
+    torch.testing.assert_close(seen[0], mix_pairs(views1, mask), rtol=0, atol=0)
+    # by hand for one patch: canvas 0's masked patch shows image 1 there
+    r, c = map(int, torch.nonzero(mask[0])[0])
+    patch = (slice(None), slice(16 * r, 16 * r + 16), slice(16 * c, 16 * c + 16))
+    torch.testing.assert_close(mix_pairs(views1, mask)[0][patch], views1[1][patch])

@@ -26,6 +26,13 @@ def test_parameter_names_follow_the_official_module():
     assert m.dw_conv.conv.weight.shape == (16, 1, 5, 5)
 
 
+def test_a_1x1_kernel_without_its_centre_is_refused_at_construction():
+    """It has no sampling point left (the Triton backend returned zeros)."""
+    with pytest.raises(ValueError, match='remove_center with a 1x1 kernel leaves no sampling'):
+        DCNv3(16, kernel_size=1, pad=0, group=2, remove_center=True)
+    DCNv3(16, kernel_size=1, pad=0, group=2)  # the centre alone is a valid kernel
+
+
 def test_at_init_dcnv3_is_a_box_filter_between_the_projections():
     torch.manual_seed(0)
     m = DCNv3(8, group=2, backend='pytorch').double()
@@ -160,3 +167,24 @@ def test_the_fused_offset_branch_follows_the_dcnv3_backend(monkeypatch):
     with torch.inference_mode():
         DCNv3(16, group=2)(x)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize('backend', ['pytorch', 'cpu'])
+def test_offsets_and_masks_are_what_forward_samples_with(backend):
+    """The op, given the projected input and the returned offsets and (normalised) masks,
+    reproduces the module's output: they are the ones forward uses."""
+    from m3i_mm.ops.dcnv3 import dcnv3
+    from m3i_mm.ops.dcnv3.cpu_ext import extension_available
+    if backend == 'cpu' and not extension_available():
+        pytest.skip('the DCNv3 CPU extension does not build here (no C++ compiler)')
+    torch.manual_seed(0)
+    m = DCNv3(8, group=2, offset_scale=2.0, backend=backend)
+    for linear in (m.offset, m.mask):
+        torch.nn.init.normal_(linear.weight, std=0.5)
+    x = torch.randn(1, 5, 6, 8)
+    with torch.no_grad():
+        offset, mask = m.offsets_and_masks(x)
+        assert offset.shape == (1, 5, 6, 2 * 9 * 2) and mask.shape == (1, 5, 6, 2 * 9)
+        torch.testing.assert_close(mask.view(1, 5, 6, 2, 9).sum(-1), torch.ones(1, 5, 6, 2))
+        core = dcnv3(m.input_proj(x), offset, mask, 3, 1, 1, 1, 2, 4, 2.0, backend='pytorch')
+        torch.testing.assert_close(m.output_proj(core), m(x), rtol=1e-5, atol=1e-5)

@@ -298,3 +298,16 @@ def test_half_input_with_float32_offsets_locates_in_float32():
     assert ((rounded.double() - ref).norm() / ref.norm()).item() > 2 * error  # the test has teeth
     grads = torch.autograd.grad(out.float().sum(), leaves16)
     assert [g.dtype for g in grads] == [torch.bfloat16, torch.float32, torch.float32]
+
+
+def test_the_build_cache_is_keyed_by_the_source_not_its_folder(tmp_path, monkeypatch):
+    """An installed copy of the same source (a wheel in another environment) reuses the
+    build; a changed source gets its own."""
+    first = cpu_ext.build_dir()
+    copy = tmp_path / 'installed' / 'dcnv3_cpu.cpp'
+    copy.parent.mkdir()
+    copy.write_bytes(open(cpu_ext.SOURCE, 'rb').read())
+    monkeypatch.setattr(cpu_ext, 'SOURCE', str(copy))
+    assert cpu_ext.build_dir() == first
+    copy.write_bytes(copy.read_bytes() + b'\n// changed\n')
+    assert cpu_ext.build_dir() != first

@@ -9,7 +9,11 @@ The rule (also in ``m3i_mm/ops/dcnv3/triton_kernels.py``): for point k of pixel 
 * a +-Inf offset puts the point outside the image: it samples 0 (exactly as if its mask were
   0), its offset and mask gradients are 0; with an infinite mask too the output is NaN;
 * a non-finite input value makes every output whose in-image bilinear corners include it
-  non-finite, as in the naive float64 reference (0 * inf = NaN included).
+  non-finite, as in the naive float64 reference (0 * inf = NaN included). The corners of a
+  location are floor(loc) and floor(loc) + 1 on each axis, so a location in [-1, size) has
+  one in the image: exactly at -1 it reads pixel 0 with weight 0; below -1 or at size and
+  beyond it reads nothing. The offset has a slope only in the open range (-1, size): its
+  gradient is 0 elsewhere, even where a weight-0 corner is NaN.
 Every backend that can run here is checked: ``pytorch``, ``triton`` (interpreter on CPU),
 ``cpu`` (the C++ extension, when it builds) and, on a GPU, ``cuda``.
 """
@@ -150,3 +154,55 @@ def test_offset_scale_must_be_finite_and_positive(scale):
         dcnv3(x, off, m, group=1, offset_scale=scale, backend='pytorch')
     with pytest.raises(TypeError, match='offset_scale must be a number'):
         dcnv3(x, off, m, group=1, offset_scale='1.0', backend='pytorch')
+
+
+def _border_case(h: int, w: int, seed: int):
+    """Inputs whose sampling points sit on every edge case of the image border (at -2,
+    in (-2, -1), at -1, in (-1, 0), at size - 1, in (size - 1, size), at size, beyond),
+    on whole and half pixels, with a NaN or Inf input value at a border pixel of every
+    channel (group 1: the channels are independent maps)."""
+    gen = np.random.default_rng(seed)
+    points, channels = 9, 4
+    x = torch.randn(1, h, w, channels, dtype=torch.float64, generator=torch.Generator()
+                    .manual_seed(seed))
+    for c, (y, xx) in enumerate([(0, 0), (0, w - 1), (h - 1, 0), (h // 2, 0)]):
+        x[0, y, xx, c] = math.nan if c % 2 == 0 else math.inf
+    spots = lambda size: np.array([-2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, size - 1.5,
+                                   size - 1.0, size - 0.5, size, size + 0.5])
+    target_x = gen.choice(spots(w), size=(1, h, w, points))
+    target_y = gen.choice(spots(h), size=(1, h, w, points))
+    grid = [(i - 1, j - 1) for i in range(3) for j in range(3)]  # x-major, as the op
+    centre_y, centre_x = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
+    off = np.empty((1, h, w, points, 2))
+    for k, (gx, gy) in enumerate(grid):
+        off[0, :, :, k, 0] = target_x[0, :, :, k] - centre_x - gx
+        off[0, :, :, k, 1] = target_y[0, :, :, k] - centre_y - gy
+    mask = torch.rand(1, h, w, points, dtype=torch.float64,
+                      generator=torch.Generator().manual_seed(seed + 1))
+    return x, torch.from_numpy(off.reshape(1, h, w, points * 2)), mask
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_non_finite_input_at_the_border_follows_one_rule_on_every_backend(seed):
+    """The PyTorch backend spread a NaN input where a location below -1 was clamped onto
+    pixel 0; the CPU kernel skipped locations exactly at -1. Outputs must match the naive
+    reference's finiteness, and gradients must be non-finite at the same places on every
+    backend."""
+    runnable = [b for b in BACKENDS if _runnable(b) is None and _device(b) == 'cpu']
+    assert 'pytorch' in runnable
+    x, off, m = _border_case(5, 6, seed)
+    ref = dcnv3_naive(x.numpy(), off.numpy(), m.numpy(), group=1)
+    assert not np.isfinite(ref).all() and np.isfinite(ref).any()
+    patterns = {}
+    for backend in runnable:
+        leaves = [t.clone().requires_grad_() for t in (x, off, m)]
+        out = dcnv3(*leaves, group=1, backend=backend)
+        np.testing.assert_array_equal(out.detach().isfinite().numpy(), np.isfinite(ref),
+                                      err_msg=f'{backend}: outputs')
+        out.backward(torch.ones_like(out))
+        patterns[backend] = [t.grad.isfinite() for t in leaves]
+    first = runnable[0]
+    for backend in runnable[1:]:
+        for name, a, b in zip(('input', 'offset', 'mask'), patterns[first], patterns[backend]):
+            assert torch.equal(a, b), f'{name} gradient: {first} and {backend} differ at ' \
+                f'{(a != b).nonzero()[:5].tolist()}'

@@ -151,6 +151,10 @@ def test_errors_name_the_problem():
         dcnv3(x, off, m.to('meta'), group=2, backend='pytorch')
     with pytest.raises(ValueError, match=r'remove_center needs an odd square kernel, got \(4, 4\)'):
         dcnv3(x, off, m, kernel_size=4, group=2, remove_center=True, backend='pytorch')
+    with pytest.raises(ValueError, match=r'remove_center with a 1x1 kernel leaves no sampling '
+                       r'point'):  # Triton returned zeros, PyTorch failed on an empty softmax
+        dcnv3(x, off[..., :0], m[..., :0], kernel_size=1, padding=0, group=2,
+              remove_center=True, backend='pytorch')
     with pytest.raises(ValueError, match='unknown backend'):
         dcnv3(x, off, m, group=2, backend='tpu')
     with pytest.raises(ValueError, match='too small'):
@@ -208,3 +212,16 @@ def test_gpu_gradcheck(backend):
         t.requires_grad_(True)
     fn = lambda a, b, c: dcnv3(a, b, c, group=2, backend=backend)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, off, m), eps=1e-6, atol=1e-7)
+
+
+def test_a_bad_backend_in_the_environment_is_a_usage_error(monkeypatch):
+    """M3I_MM_DCNV3_BACKEND=bogus: an error naming the variable and the choices, of the
+    kind the tools print as one line (UsageError; still a ValueError)."""
+    from m3i_mm.ops.dcnv3 import DCNv3BackendError
+    from m3i_mm.utils.errors import UsageError
+    monkeypatch.setenv('M3I_MM_DCNV3_BACKEND', 'bogus')
+    with pytest.raises(DCNv3BackendError, match=r"M3I_MM_DCNV3_BACKEND='bogus' is not a DCNv3 "
+                       r'backend; set it to one of auto, pytorch, triton, cuda, cpu') as info:
+        resolve_backend('auto', torch.device('cpu'))
+    assert isinstance(info.value, UsageError) and isinstance(info.value, ValueError)
+    assert resolve_backend('pytorch', torch.device('cpu')) == 'pytorch'  # explicit wins

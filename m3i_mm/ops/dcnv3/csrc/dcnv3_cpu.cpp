@@ -25,7 +25,10 @@
 // mask gradients, are NaN; it adds nothing to grad_input); an infinite location lies outside
 // the map (contributes 0, zero gradients); a contribution is mask * sample with sample = 0
 // outside the map, so a non-finite mask on an outside point gives NaN; NaN/Inf inputs
-// propagate through every corner inside the map, weight 0 included.
+// propagate through every corner inside the map, weight 0 included. The corners of a location
+// are floor(loc) and floor(loc) + 1 on each axis: a location in [-1, size) has one inside, so
+// a location exactly at -1 reads the corner at 0 with weight 0 (its offset has no slope: the
+// offset gradient is 0 outside the open range (-1, size)).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -143,10 +146,11 @@ struct Points {
   std::vector<acc_t> frac_x, frac_y, mask, w00, w01, w10, w11;  // w: bilinear weight * mask
   std::vector<int32_t> x0, y0;
   std::vector<int32_t> kind;
+  std::vector<int32_t> edge;  // bit 0: x exactly -1, bit 1: y exactly -1 (no offset slope)
 
   explicit Points(int64_t count)
       : frac_x(count), frac_y(count), mask(count), w00(count), w01(count), w10(count),
-        w11(count), x0(count), y0(count), kind(count) {}
+        w11(count), x0(count), y0(count), kind(count), edge(count) {}
 
   template <typename scalar_t, typename mask_t>
   void locate(const scalar_t* __restrict__ offset, const mask_t* __restrict__ mask_in,
@@ -165,11 +169,13 @@ struct Points {
     int32_t* __restrict__ x0_out = x0.data();
     int32_t* __restrict__ y0_out = y0.data();
     int32_t* __restrict__ kind_out = kind.data();
+    int32_t* __restrict__ edge_out = edge.data();
 #pragma omp simd
     for (int64_t j = 0; j < count; ++j) {
       const acc_t lx = centre_x + grid_x[j] + static_cast<acc_t>(offset[2 * j]) * scale;
       const acc_t ly = centre_y + grid_y[j] + static_cast<acc_t>(offset[2 * j + 1]) * scale;
-      const bool inside = lx > acc_t(-1) && lx < w && ly > acc_t(-1) && ly < h;
+      // some corner inside the map: [-1, size) on both axes (at -1, the corner at 0)
+      const bool inside = lx >= acc_t(-1) && lx < w && ly >= acc_t(-1) && ly < h;
       // outside points get harmless coordinates (their corners are never read)
       const acc_t sx = inside ? lx : acc_t(0), sy = inside ? ly : acc_t(0);
       const acc_t floor_x = std::floor(sx), floor_y = std::floor(sy);
@@ -187,6 +193,7 @@ struct Points {
       const bool all = ix >= 0 && ix + 1 < w_int && iy >= 0 && iy + 1 < h_int;
       const bool nan = lx != lx || ly != ly;
       kind_out[j] = nan ? kNaN : (!inside ? kOutside : (all ? kAllCorners : kSomeCorners));
+      edge_out[j] = (lx == acc_t(-1) ? 1 : 0) | (ly == acc_t(-1) ? 2 : 0);
     }
   }
 };
@@ -448,8 +455,11 @@ void backward_rows(const scalar_t* __restrict__ input, const scalar_t* __restric
         const acc_t fx = pts.frac_x[k], fy = pts.frac_y[k], m = pts.mask[k];
         const acc_t gx = acc_t(1) - fx, gy = acc_t(1) - fy;
         grad_probs[k] = gy * (gx * d00 + fx * d01) + fy * (gx * d10 + fx * d11);
-        goff[2 * k] = static_cast<scalar_t>(m * (gy * (d01 - d00) + fy * (d11 - d10)) * lay.scale);
-        goff[2 * k + 1] = static_cast<scalar_t>(m * (gx * (d10 - d00) + fx * (d11 - d01)) * lay.scale);
+        const int32_t edge = pts.edge[k];
+        goff[2 * k] = static_cast<scalar_t>(
+            (edge & 1) ? acc_t(0) : m * (gy * (d01 - d00) + fy * (d11 - d10)) * lay.scale);
+        goff[2 * k + 1] = static_cast<scalar_t>(
+            (edge & 2) ? acc_t(0) : m * (gx * (d10 - d00) + fx * (d11 - d01)) * lay.scale);
       }
       // through the softmax: d logit_k = p_k * (d p_k - sum_j p_j d p_j)
       scalar_t* gmsk = grad_mask + (q * G + g) * P;
