@@ -58,7 +58,7 @@ from mmengine.model import BaseModel
 from mmpretrain.models.utils import CosineEMA
 
 from m3i_mm.models.data_preprocessors import M3IBatch
-from m3i_mm.models.layers.block_mask import BlockMaskGenerator, expand_patch_mask
+from m3i_mm.models.layers.block_mask import BlockMaskGenerator, mix_pairs
 from m3i_mm.models.layers.pos_embed import (get_2d_sincos_pos_embed,
                                             get_2d_sincos_relative_pos_embed)
 from m3i_mm.registry import MODELS
@@ -444,9 +444,7 @@ class M3I(BaseModel):
                              f'{mask.dtype} {tuple(mask.shape)}')
 
         if self.mix:
-            pixel_mask = expand_patch_mask(mask, height, width)
-            canvas = torch.where(pixel_mask[:, None], view1[index_b], view1)
-            tokens, grid = self.encode(canvas)
+            tokens, grid = self.encode(mix_pairs(view1, mask))  # b = view1[index_b] on the mask
         else:
             tokens, grid = self.encode(view1, mask)
 
