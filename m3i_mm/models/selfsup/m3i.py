@@ -58,7 +58,7 @@ from mmengine.model import BaseModel
 from mmpretrain.models.utils import CosineEMA
 
 from m3i_mm.models.data_preprocessors import M3IBatch
-from m3i_mm.models.layers.block_mask import BlockMaskGenerator, expand_patch_mask
+from m3i_mm.models.layers.block_mask import BlockMaskGenerator, mix_pairs
 from m3i_mm.models.layers.pos_embed import (get_2d_sincos_pos_embed,
                                             get_2d_sincos_relative_pos_embed)
 from m3i_mm.registry import MODELS
@@ -95,6 +95,14 @@ def patchify(images: torch.Tensor, patch: int = PATCH) -> torch.Tensor:
     n, c, h, w = images.shape
     x = images.view(n, c, h // patch, patch, w // patch, patch)
     return x.permute(0, 2, 4, 3, 5, 1).reshape(n, (h // patch) * (w // patch), patch * patch * c)
+
+
+def norm_pix_target(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Each patch normalised by its own mean and unbiased variance: MAE's
+    ``norm_pix_loss`` target (``(p - mean) / sqrt(var + 1e-6)``)."""
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True)
+    return (patches - mean) / (var + eps).sqrt()
 
 
 class DecoderBlock(nn.Module):
@@ -234,6 +242,8 @@ class M3I(BaseModel):
             pretrained text tower, trainable; ``from_scratch=True`` for one from scratch).
         ema_momentum: Starting EMA step ``1 - decay`` of the target encoder (0.005 gives
             the cosine schedule 0.995 -> 1). [A] SiameseIM's schedule.
+        freeze_stem: Keep the backbone's stem (``patch_embed``) at its initial weights, as
+            SiameseIM keeps its patch embedding (``train_patch_embed=False``).
         data_preprocessor: Defaults to :class:`M3IDataPreprocessor`.
     """
 
@@ -252,6 +262,7 @@ class M3I(BaseModel):
                  caption_head: Optional[dict] = None,
                  text_encoder: Optional[dict] = None,
                  ema_momentum: float = 0.005,
+                 freeze_stem: bool = False,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if data_preprocessor is None:
@@ -293,6 +304,13 @@ class M3I(BaseModel):
         if not mix and mask_ratio > 0:
             backbone['mask_token'] = True
         self.backbone = MODELS.build(backbone)
+        if freeze_stem:
+            stem = getattr(self.backbone, 'patch_embed', None)
+            if not isinstance(stem, nn.Module):
+                raise ValueError('freeze_stem needs a backbone whose stem is its patch_embed, '
+                                 f'got {type(self.backbone).__name__}')
+            stem.requires_grad_(False)
+        self.freeze_stem = freeze_stem
         self.neck = MODELS.build(neck)
         embed = self.neck.embed_dim
         self.decoder = M3IDecoder(embed, **(decoder or {}),
@@ -303,8 +321,10 @@ class M3I(BaseModel):
         if self.use_same:
             self.same_pred = nn.Linear(dec_dim, embed if same_view_target == 'feature' else
                                        PATCH * PATCH * 3)
+            # pixel targets arrive normalised per patch (norm_pix_target)
+            pixel = dict(normalize_target=False) if same_view_target == 'pixel' else {}
             self.same_head = MODELS.build(dict(dense_head, loss_name='loss_dense_same',
-                                               loss_weight=weights['same']))
+                                               loss_weight=weights['same'], **pixel))
         if self.use_cross:
             self.cross_pred = nn.Linear(dec_dim, embed)
             self.cross_head = MODELS.build(dict(dense_head, loss_name='loss_dense_cross',
@@ -424,9 +444,7 @@ class M3I(BaseModel):
                              f'{mask.dtype} {tuple(mask.shape)}')
 
         if self.mix:
-            pixel_mask = expand_patch_mask(mask, height, width)
-            canvas = torch.where(pixel_mask[:, None], view1[index_b], view1)
-            tokens, grid = self.encode(canvas)
+            tokens, grid = self.encode(mix_pairs(view1, mask))  # b = view1[index_b] on the mask
         else:
             tokens, grid = self.encode(view1, mask)
 
@@ -459,8 +477,8 @@ class M3I(BaseModel):
         result = dict(index_a=index_a, index_b=index_b, mask=mask)
         if self.use_same:
             pred = self.same_pred(out[:, slices['same']])
-            target = patchify(view1) if self.same_view_target == 'pixel' else \
-                self.target_tokens(view1)
+            target = norm_pix_target(patchify(view1)) if self.same_view_target == 'pixel' \
+                else self.target_tokens(view1)
             weight = mask.flatten(1) if (self.same_view_positions == 'masked'
                                          and mask is not None) else None
             result['same'] = (pred, target, weight)

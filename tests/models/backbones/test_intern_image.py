@@ -104,6 +104,33 @@ def test_frozen_stages():
     assert all(p.grad is not None for p in model.levels[3].parameters())
 
 
+def test_masked_pixels_do_not_reach_the_features():
+    """Masked image modelling: the masked patches' pixels are hidden from the encoder. The
+    stem's 3x3 stride-2 convolutions see 3 pixels past each stride-4 cell, so masking only
+    the stem output would let the pixels of a masked patch into its visible neighbours."""
+    torch.manual_seed(0)
+    model = tiny('t', mask_token=True, out_indices=(0, 1, 2, 3), dcn_backend='pytorch')
+    model.init_weights()
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[0, 1, 1] = mask[0, 2, 3] = mask[1, 0, 2] = True  # patches of 16 x 16 pixels
+    pixels = mask.repeat_interleave(16, 1).repeat_interleave(16, 2)[:, None]
+    changed = torch.where(pixels, torch.randn_like(x) * 3, x)
+    assert not torch.equal(changed, x)
+    with torch.no_grad():
+        outs = [model(v, mask=mask) for v in (x, changed)]
+    for out, ref in zip(outs[1], outs[0]):
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    # only masked pixels are hidden: without a mask, or with an empty one, the change shows
+    with torch.no_grad():
+        assert not torch.equal(model(changed)[0], model(x)[0])
+        outs_other = model(changed, mask=torch.zeros_like(mask))
+    assert not torch.equal(outs_other[0], outs[0][0])
+    with pytest.raises(ValueError, match='does not tile'):
+        model(x, mask=torch.zeros(2, 3, 3, dtype=torch.bool))
+
+
 def test_with_cp_gives_the_same_gradients():
     torch.manual_seed(0)
     plain = tiny('h', dcn_backend='pytorch').double()

@@ -98,14 +98,81 @@ def test_mae_like_is_masked_mse_on_normalised_pixels():
         pixels[:, :, r * 16:(r + 1) * 16, s * 16:(s + 1) * 16].permute(0, 2, 3, 1).reshape(n, -1)
         for r in range(h // 16) for s in range(w // 16)], dim=1)
     torch.testing.assert_close(patchify(pixels), patches)
-    mean, var = patches.mean(-1, keepdim=True), patches.var(-1, unbiased=False, keepdim=True)
-    target = (patches - mean) / (var + 1e-5).sqrt()
+    # MAE's norm_pix_loss: unbiased variance per patch, eps 1e-6
+    mean, var = patches.mean(-1, keepdim=True), patches.var(-1, unbiased=True, keepdim=True)
+    target = (patches - mean) / (var + 1e-6).sqrt()
+    torch.testing.assert_close(pred['same'][1], target)
     per_patch = (p - target).square().mean(-1)
     expected = per_patch[mask.flatten(1)].mean()
     torch.testing.assert_close(losses['loss_dense_same'], expected)
-    # the masked patches are hidden from the encoder: changing them does not change the input
-    # tokens' view of the visible ones only through the mask token (same prediction inputs)
-    assert model.backbone.mask_token is not None
+
+
+@pytest.mark.parametrize('config', ['m3i-mae_internimage-t_16xb128-100k_in1k.py',
+                                    'm3i-siameseim_internimage-t_16xb128-100k_in1k.py'])
+def test_masked_pixels_never_reach_the_encoder_tokens(config):
+    model, inputs, batch = prepared(SPECIAL + config)
+    model.eval()
+    mask = fixed_mask(inputs.shape[0])
+    pixels = mask.repeat_interleave(16, 1).repeat_interleave(16, 2)[:, None]
+    view1 = inputs[:, 0]
+    changed = torch.where(pixels, torch.randn_like(view1), view1)
+    with torch.no_grad():
+        tokens, _ = model.encode(view1, mask)
+        tokens_changed, _ = model.encode(changed, mask)
+        plain, _ = model.encode(view1)
+    torch.testing.assert_close(tokens_changed, tokens, rtol=0, atol=0)
+    assert not torch.allclose(plain, tokens)  # the mask does hide something
+
+
+def test_mae_masks_patches_uniformly_at_random_and_siameseim_in_blocks():
+    """MAE draws a uniformly random set of patches; SiameseIM (BEiT) draws blocks."""
+    grid, num = (6, 6), 4000
+    stats = {}
+    for name in ('mae', 'siameseim'):
+        model = build_tiny(SPECIAL + f'm3i-{name}_internimage-t_16xb128-100k_in1k.py',
+                           mask_cfg=None)
+        if name == 'mae':  # the config's generator settings, not the tiny fixture's
+            from mmengine.config import Config
+            from tests.models.selfsup.m3i_fixtures import CONFIGS
+            cfg = Config.fromfile(f'{CONFIGS}/{SPECIAL}m3i-mae_internimage-t_16xb128-100k_in1k.py')
+            model.mask_cfg = dict(cfg.model.mask_cfg)
+        torch.manual_seed(0)
+        masks = model.make_mask(num, grid, 'cpu')
+        k = int(masks[0].sum())
+        assert (masks.flatten(1).sum(1) == k).all()
+        # chance that the right-hand neighbour of a masked patch is masked
+        pairs = masks[:, :, :-1] & masks[:, :, 1:]
+        stats[name] = (float(pairs.sum() / masks[:, :, :-1].sum()), k)
+        if name == 'mae':
+            assert k == round(0.75 * 36)
+            freq = masks.float().mean(0)
+            assert (freq - 0.75).abs().max() < 0.04
+    uniform = (stats['mae'][1] - 1) / 35  # sampling without replacement
+    assert abs(stats['mae'][0] - uniform) < 0.01, stats
+    assert stats['siameseim'][0] > (stats['siameseim'][1] - 1) / 35 + 0.05, stats
+
+
+def test_siameseim_keeps_its_stem_at_the_initial_weights():
+    model, inputs, batch = prepared(SPECIAL + 'm3i-siameseim_internimage-t_16xb128-100k_in1k.py')
+    assert model.freeze_stem
+    stem = model.backbone.patch_embed
+    assert not any(p.requires_grad for p in stem.parameters())
+    before = {k: v.clone() for k, v in stem.state_dict().items()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    losses = model.loss(inputs, batch, fixed_mask(inputs.shape[0]))
+    sum(v for k, v in losses.items() if k.startswith('loss')).backward()
+    optimizer.step()
+    assert all(torch.equal(v, before[k]) for k, v in stem.state_dict().items())
+    assert all(p.grad is not None for p in model.backbone.levels[0].parameters())
+    from mmpretrain.registry import MODELS
+    from tests.models.selfsup.m3i_fixtures import CONFIGS, shrink
+    from mmengine.config import Config
+    cfg = shrink(Config.fromfile(f'{CONFIGS}/{SPECIAL}m3i-siameseim_internimage-t_16xb128-'
+                                 '100k_in1k.py').to_dict()['model'])
+    cfg.update(backbone=dict(type='mmpretrain.ResNet', depth=18, out_indices=(2, 3)),
+               mask_ratio=0.0)
+    with pytest.raises(ValueError, match='freeze_stem needs a backbone'):
+        MODELS.build(cfg)
 
 
 def test_full_m3i_mixes_two_images_and_uses_every_term():
