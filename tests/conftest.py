@@ -13,6 +13,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
+# Tests never reach the network: the Hugging Face libraries read these when they are
+# imported. Tests of the zoo's downloads (from a loopback server) clear them.
+os.environ['HF_HUB_OFFLINE'] = '1'
+os.environ['TRANSFORMERS_OFFLINE'] = '1'
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TEST_CONFIGS = osp.join(REPO, 'tests', 'data', 'configs')
 
@@ -21,6 +26,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` runs (Linux /proc; a zombie nobody reaped has ended)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except OSError:
+        return False
 
 
 def run_tool(args: List[str], cwd: str, env: Optional[dict] = None,

@@ -258,13 +258,13 @@ def _registered_class(registry_name: str, type_name, scope: Optional[str]):
     """The class a config ``type`` names in mmengine's registry ``registry_name`` (None if it
     is not found: building the runner then reports it)."""
     from mmengine import registry as mmengine_registry
-    from mmengine.registry import DefaultScope
     if not isinstance(type_name, str):
         return type_name
     import mmengine.runner  # noqa: F401  (registers mmengine's own, e.g. torch's optimizers)
     registry = getattr(mmengine_registry, registry_name)
-    with DefaultScope.overwrite_default_scope(scope):
-        return registry.get(type_name)
+    # as mmengine's builders look it up: in the scope's registry (importing it) and its parents
+    with registry.switch_scope_and_registry(scope) as scoped:
+        return scoped.get(type_name)
 
 
 def use_exact_resume(cfg: Config) -> None:
@@ -496,6 +496,16 @@ def registry_error_message(message: str) -> str:
     return f'{message.rstrip().rstrip(".")}.{hint}' if hint else message
 
 
+def _registry_miss_message(message: str) -> str:
+    """A registry miss in one line: the exact m3i_mm type to write when m3i_mm registers
+    the name in its own scope, else close names of every scope (did-you-mean)."""
+    from m3i_mm.registry import scoped_name_hint
+    hint = scoped_name_hint(message)
+    if hint and hint.startswith('m3i_mm registers'):
+        return f'{message} ({hint})'
+    return registry_error_message(message)
+
+
 def check_optimizer_type(cfg: Config) -> None:
     """Refuse an unknown ``optim_wrapper.optimizer.type`` at the start (mmengine's optimizer
     constructors look it up, get None and fail with "None is not a callable object")."""
@@ -529,15 +539,11 @@ def run_cli(main) -> None:
         elif isinstance(exc, (TypeError, ValueError)):
             msg = config_error_message(exc)
         elif isinstance(exc, KeyError):
-            msg = exc.args[0] if exc.args else str(exc)
-            msg = registry_error_message(str(msg)) if 'registry' in str(msg) else None
+            msg = str(exc.args[0] if exc.args else exc)
+            msg = _registry_miss_message(msg) if 'registry' in msg else None
         else:
             msg = str(exc)
         if msg is None or os.environ.get('M3I_MM_TRACEBACK') == '1':
             raise
-        if isinstance(exc, KeyError) and 'Did you mean' not in msg:
-            from m3i_mm.registry import scoped_name_hint
-            hint = scoped_name_hint(str(msg))
-            msg = f'{msg} ({hint})' if hint else msg
         print(f'error: {msg}\n(set M3I_MM_TRACEBACK=1 for the full traceback)', file=sys.stderr)
         sys.exit(2)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, running
 
 RANK = '''
 import sys, time
@@ -28,14 +28,6 @@ rank = subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]],
 print(rank.pid, flush=True)
 rank.wait()
 '''
-
-
-def running(pid: int) -> bool:
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-    except OSError:
-        return False
 
 
 def launch(launcher_kind: str):

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import REPO, TEST_CONFIGS, free_port, run_tool
+from tests.conftest import REPO, TEST_CONFIGS, free_port, run_tool, running
 from tests.tools.test_train_test_tools import (error_line, run_in_process,  # noqa: F401
                                                trained)
 
@@ -166,15 +166,6 @@ def children_of(pid: int):
     return found
 
 
-def running(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie nobody reaped has ended)."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-    except OSError:
-        return False
-
-
 @pytest.mark.slow  # 2 gloo ranks under torchrun
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc (Linux)')
 def test_ranks_exit_when_the_launchers_process_group_is_killed(tiny_cls_workspace):
@@ -307,7 +298,9 @@ def test_a_read_only_zoo_cache_is_one_line(tmp_path):
         home.mkdir()
         res = run_with_read_only(str(home), ['tools/zoo.py', 'download', 'ro_entry'],
                                  cwd=str(tmp_path), env=dict(M3I_MM_HOME=str(home),
-                                                             M3I_MM_MODEL_INDEX=str(index)))
+                                                             M3I_MM_MODEL_INDEX=str(index),
+                                                             M3I_MM_OFFLINE='0',
+                                                             HF_HUB_OFFLINE='0'))
     finally:
         server.close()
     assert res.returncode == 1, res.stderr[-3000:]

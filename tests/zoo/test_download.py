@@ -408,6 +408,8 @@ def hub(tmp_path, monkeypatch, zoo_home):
     monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
     monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
     monkeypatch.setattr(hf_constants, 'HF_HUB_CACHE', str(tmp_path / 'hf' / 'hub'))
+    # huggingface_hub read HF_HUB_OFFLINE (set for the test session) when it was imported
+    monkeypatch.setattr(hf_constants, 'HF_HUB_OFFLINE', False)
     yield server
     server.close()
 

