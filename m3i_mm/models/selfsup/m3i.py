@@ -14,7 +14,8 @@ Per step, for a batch of ``N`` samples with two views each (``v1`` input, ``v2``
    image is an ``a`` once and a ``b`` once per step). [A] mixing ratio: ``mask_ratio`` 0.5 of
    the patches show ``b``. [A] block shape: BEiT/SiameseIM block masks at 16-pixel patches
    (blocks of at least 16 patches, aspect 0.3 to 3.3; ``mask_cfg``). ``mix=False``: ``v1``
-   of image ``i`` with masked patches replaced by a learnable token after the stem; then
+   of image ``i`` with the masked patches' pixels blanked before the stem and the patches
+   replaced by a learnable token after it (no masked pixel reaches a visible token); then
    ``a = b = i``.
 2. **Encoder**: backbone + stride-16 fusion -> ``(N, L, D)`` tokens. [A] InternImage-H:
    the official classifier's stage-3/4 fusion (very likely the pre-training interface, not
