@@ -19,13 +19,14 @@ spelling ``m3i_mm.X``: several of those names exist in other codebases with othe
 ``RandomGrayscale``). :func:`scoped_name_hint` turns a registry ``KeyError`` into the
 ``m3i_mm.X`` that exists.
 """
-import difflib
 import importlib
 import re
 from typing import Callable, List, Optional
 
 from mmengine import registry as root
 from mmengine.registry import Registry
+
+from m3i_mm.utils.suggest import close_matches
 
 __all__ = [
     'RUNNERS', 'RUNNER_CONSTRUCTORS', 'LOOPS', 'HOOKS', 'LOG_PROCESSORS', 'OPTIMIZERS',
@@ -125,7 +126,7 @@ def scoped_name_hint(message: str) -> Optional[str]:
     names = list(registry.module_dict)
     if key in names:
         return f"m3i_mm registers {key} in its scope: write type='{SCOPE}.{key}'"
-    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+    close = close_matches(key, names)
     if close:
         return 'did you mean ' + ' or '.join(f"'{SCOPE}.{c}'" for c in close) + '?'
     return None

@@ -10,6 +10,7 @@ named ``.<name>.tmp-<pid>-<random>`` (:func:`temporary_path`) and removed by
 :func:`remove_stale_temporaries`.
 """
 import contextlib
+import errno
 import os
 import os.path as osp
 import re
@@ -18,9 +19,14 @@ import shutil
 import zipfile
 from typing import IO, Any, Iterator, List, Optional
 
-__all__ = ['atomic_torch_save', 'atomic_write', 'atomic_write_text', 'commit_path',
-           'fsync_dir', 'fsync_path', 'remove_stale_temporaries', 'temporary_path',
-           'unreadable_checkpoint_reason']
+__all__ = ['STORAGE_WRITE_ERRNOS', 'atomic_torch_save', 'atomic_write', 'atomic_write_text',
+           'commit_path', 'fsync_dir', 'fsync_path', 'remove_stale_temporaries',
+           'temporary_path', 'unreadable_checkpoint_reason']
+
+#: Write failures that are the storage's, not the program's: no permission, read-only file
+#: system, full disk or quota, file size limit. The tools report them in one line.
+STORAGE_WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                                  errno.EDQUOT, errno.EFBIG})
 
 _TEMPORARY = re.compile(r'^\.(?P<name>.+)\.tmp-(?P<pid>\d+)(-[0-9a-f]+)?(?P<old>\.old)?$')
 

@@ -40,7 +40,6 @@ In a distributed run (``torch.distributed`` initialised) only local rank 0 of ea
 downloads; the other ranks wait at a barrier and then read the cache.
 """
 import contextlib
-import errno
 import fcntl
 import functools
 import hashlib
@@ -59,7 +58,8 @@ from urllib.request import Request, urlopen
 from mmengine.logging import print_log
 
 from ..utils.cache_dir import cache_root
-from ..utils.io import atomic_write_text, commit_path, unreadable_checkpoint_reason
+from ..utils.io import (STORAGE_WRITE_ERRNOS, atomic_write_text, commit_path,
+                        unreadable_checkpoint_reason)
 from ..version import __version__
 from .errors import (CacheWriteError, CheckpointReadError, ChecksumMismatchError, DownloadError,
                      OfflineError, UnverifiedFileError)
@@ -330,17 +330,13 @@ def download_checkpoint(entry: Union[str, ZooEntry], cache_dir: Optional[str] = 
     return found[0]
 
 
-_CACHE_WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
-                       errno.EFBIG)
-
-
 def _writing_to_cache(ensure, cache_dir: str, name: str) -> str:
     """``ensure()``, with the cache's write failures (no permission, read-only file system,
     full disk) as one :class:`CacheWriteError` naming the cache and what to do."""
     try:
         return ensure()
     except OSError as e:
-        if e.errno not in _CACHE_WRITE_ERRNOS:
+        if e.errno not in STORAGE_WRITE_ERRNOS:
             raise
         where = f' ({e.filename})' if e.filename else ''
         raise CacheWriteError(

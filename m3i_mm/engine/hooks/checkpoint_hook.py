@@ -15,18 +15,14 @@ from mmengine.logging import print_log
 from m3i_mm.registry import HOOKS
 from m3i_mm.utils.errors import UsageError
 from m3i_mm.utils.suggest import did_you_mean
-from m3i_mm.utils.io import (atomic_write_text, commit_path, remove_stale_temporaries,
-                             temporary_path)
+from m3i_mm.utils.io import (STORAGE_WRITE_ERRNOS, atomic_write_text, commit_path,
+                             remove_stale_temporaries, temporary_path)
 
 __all__ = ['CheckpointHook', 'CheckpointSaveError']
 
 #: Message-hub key of the checkpoints a save replaced but had not deleted yet.
 PENDING_REMOVALS = 'm3i_mm_pending_checkpoint_removals'
 LAST_CHECKPOINT_FILE = 'last_checkpoint'
-#: Write failures that are the storage's, not the program's: full disk or quota, file size
-#: limit, read-only file system, no permission.
-_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
-                   errno.EPERM)
 
 
 #: What this hook passes to ``runner.save_checkpoint`` itself (not from its ``**kwargs``).
@@ -164,7 +160,7 @@ class CheckpointHook(MMEngineCheckpointHook):
         try:
             yield
         except OSError as e:
-            if e.errno not in _STORAGE_ERRNOS:
+            if e.errno not in STORAGE_WRITE_ERRNOS:
                 raise
             last = self._last_complete(runner)
             kept = (f'the last complete checkpoint is {last}, which tools/train.py --resume '
@@ -198,7 +194,7 @@ class CheckpointHook(MMEngineCheckpointHook):
         try:
             atomic_write_text(record, self.last_ckpt)
         except OSError as e:
-            if e.errno not in _STORAGE_ERRNOS:
+            if e.errno not in STORAGE_WRITE_ERRNOS:
                 raise
             raise CheckpointSaveError(
                 f'saved the checkpoint {self.last_ckpt} completely, but cannot record it in '
